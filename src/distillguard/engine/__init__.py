@@ -1,0 +1,1 @@
+"""Where the work runs: an embedded DuckDB by default; Spark for provider scale."""

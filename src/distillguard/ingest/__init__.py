@@ -1,0 +1,182 @@
+"""Contract ingest: read input files, type and check every row, quarantine the bad ones.
+
+After `load_inputs`, the connection has views `exchanges`, `accounts`, `releases` with
+exactly the contract's columns and types (optional columns absent from the files are
+NULL), and a table `quarantine` (table, file, row, column, reason). The counts always
+add up: rows read = rows accepted + rows quarantined.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from distillguard.contract import ACCOUNTS, EXCHANGES, RELEASES, TABLES, Table
+from distillguard.errors import InputError
+from distillguard.ingest.sources import discover
+from distillguard.ingest.staging import Raw, Stager, stage
+from distillguard.ingest.validate import SQL_TYPE, typed_select
+
+QUARANTINE_DDL = """CREATE OR REPLACE TABLE quarantine (
+    "table" VARCHAR, file VARCHAR, "row" BIGINT, "column" VARCHAR, reason VARCHAR)"""
+
+# A source of already-parsed records: yields (file label, Arrow table) pairs.
+ArrowSource = Callable[[], Iterator[tuple[str, pa.Table]]]
+
+
+@dataclass
+class TableReport:
+    """What happened to one contract table's rows."""
+
+    table: str
+    files: list[str] = field(default_factory=list)
+    rows_read: int = 0
+    rows_accepted: int = 0
+    rows_quarantined: int = 0
+    columns_present: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"table": self.table, "files": self.files, "rows_read": self.rows_read,
+                "rows_accepted": self.rows_accepted, "rows_quarantined": self.rows_quarantined,
+                "columns_present": self.columns_present}
+
+
+@dataclass
+class IngestReport:
+    """Per-table reports plus the quarantine reasons, for the summary and run metadata."""
+
+    tables: dict[str, TableReport]
+    reasons: list[tuple[str, str, str, int]]  # table, column, reason, count
+
+    @property
+    def rows_read(self) -> int:
+        return sum(t.rows_read for t in self.tables.values())
+
+    @property
+    def rows_quarantined(self) -> int:
+        return sum(t.rows_quarantined for t in self.tables.values())
+
+
+def _empty_view(con: duckdb.DuckDBPyConnection, table: Table) -> None:
+    cols = ", ".join(f'NULL::{SQL_TYPE[c.kind]} AS "{c.name}"' for c in table.columns)
+    con.execute(f'CREATE OR REPLACE TEMP VIEW "{table.name}" AS SELECT {cols} WHERE false')
+
+
+def _is_bad_utf8(exc: duckdb.Error) -> bool:
+    return "Invalid string encoding" in str(exc) or "not valid UTF8" in str(exc)
+
+
+def _load_table(con: duckdb.DuckDBPyConnection, table: Table, raws: list[Raw],
+                stager: Stager, max_prompt_bytes: int) -> TableReport:
+    report = TableReport(table.name, files=[r.file for r in raws])
+    typed_views: list[str] = []
+    present: set[str] = set()
+    for index, raw in enumerate(raws):
+        view = f"_typed_{table.name}_{index}"
+        for attempt in (0, 1):
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS "
+                        f"{typed_select(table, raw, index, max_prompt_bytes)}")
+            try:
+                n = con.execute(f"SELECT count(*) FROM {raw.relation}").fetchone()[0]
+                con.execute(f"""INSERT INTO quarantine SELECT '{table.name}', _file, _row,
+                                _column, _reason FROM {view} WHERE _reason IS NOT NULL""")
+                break
+            except duckdb.Error as exc:
+                if attempt or not _is_bad_utf8(exc):
+                    raise InputError(f"unreadable file: {str(exc).splitlines()[0]}",
+                                     file=raw.file) from None
+                raw = stager.parquet_as_bytes(Path(raw.file))
+        report.rows_read += n
+        present.update(raw.columns)
+        typed_views.append(view)
+    report.columns_present = [c for c in table.names if c in present]
+    union = " UNION ALL ".join(f"SELECT * FROM {v}" for v in typed_views)
+    con.execute(f"CREATE OR REPLACE TEMP VIEW _checked_{table.name} AS {union}")
+    cols = ", ".join(f'u."{c}"' for c in table.names)
+    if table.key:
+        key = f'"{table.key}"'
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE _dup_{table.name} AS
+            SELECT {key} AS k, min({{'f': _file_index, 'r': _row}}) AS first, count(*) AS n
+            FROM _checked_{table.name} WHERE _reason IS NULL
+            GROUP BY {key} HAVING count(*) > 1""")
+        con.execute(f"""
+            INSERT INTO quarantine
+            SELECT '{table.name}', u._file, u._row, '{table.key}',
+                   'duplicate {table.key} (first at file ' || f._file || ' row ' ||
+                   CAST(d.first.r AS VARCHAR) || ')'
+            FROM _checked_{table.name} u JOIN _dup_{table.name} d ON u.{key} = d.k
+            JOIN (SELECT DISTINCT _file_index, _file FROM _checked_{table.name}) f
+              ON f._file_index = d.first.f
+            WHERE u._reason IS NULL AND NOT (u._file_index = d.first.f AND u._row = d.first.r)
+        """)
+        n_dup = con.execute(f"SELECT count(*) FROM _dup_{table.name}").fetchone()[0]
+        if n_dup:
+            con.execute(f"""
+                CREATE OR REPLACE TEMP VIEW "{table.name}" AS SELECT {cols}
+                FROM _checked_{table.name} u LEFT JOIN _dup_{table.name} d ON u.{key} = d.k
+                WHERE u._reason IS NULL AND (d.k IS NULL OR
+                      (u._file_index = d.first.f AND u._row = d.first.r))""")
+        else:
+            con.execute(f'CREATE OR REPLACE TEMP VIEW "{table.name}" AS SELECT {cols} '
+                        f"FROM _checked_{table.name} u WHERE u._reason IS NULL")
+    else:
+        con.execute(f'CREATE OR REPLACE TEMP VIEW "{table.name}" AS SELECT {cols} '
+                    f"FROM _checked_{table.name} u WHERE u._reason IS NULL")
+    report.rows_quarantined = con.execute(
+        'SELECT count(*) FROM quarantine WHERE "table" = ?', [table.name]).fetchone()[0]
+    report.rows_accepted = report.rows_read - report.rows_quarantined
+    return report
+
+
+def load_inputs(con: duckdb.DuckDBPyConnection, *, exchanges: list[Path] | None = None,
+                accounts: list[Path] | None = None, releases: list[Path] | None = None,
+                exchange_source: ArrowSource | None = None, max_prompt_bytes: int = 1_000_000,
+                batch_rows: int = 200_000) -> IngestReport:
+    """Register validated contract views and the quarantine table in `con`.
+
+    `exchange_source` replaces `exchanges` when records come from a log-format adapter.
+    """
+    con.execute(QUARANTINE_DDL)
+    inputs = {EXCHANGES.name: exchanges, ACCOUNTS.name: accounts, RELEASES.name: releases}
+    reports: dict[str, TableReport] = {}
+    for name, paths in inputs.items():
+        table = TABLES[name]
+        stager = Stager(con, table, batch_rows)
+        if name == EXCHANGES.name and exchange_source is not None:
+            raws = [stager.arrow(label, iter([tbl])) for label, tbl in exchange_source()]
+        elif paths:
+            raws = [stage(stager, s) for s in discover(paths)]
+        else:
+            _empty_view(con, table)
+            continue
+        reports[name] = _load_table(con, table, raws, stager, max_prompt_bytes)
+    reasons = [(t, c, r, n) for t, c, r, n in con.execute(
+        'SELECT "table", "column", reason, count(*) FROM quarantine GROUP BY ALL '
+        "ORDER BY 4 DESC, 1, 2, 3").fetchall()]
+    return IngestReport(reports, reasons)
+
+
+def write_quarantine(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Write the quarantine table (possibly empty) as Parquet, in file and row order."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lit = str(path).replace("'", "''")
+    con.execute(f"COPY (SELECT * FROM quarantine ORDER BY \"table\", file, \"row\") "
+                f"TO '{lit}' (FORMAT parquet)")
+
+
+def persist(con: duckdb.DuckDBPyConnection, db_path: Path) -> None:
+    """Copy the validated tables and the quarantine into a DuckDB database file."""
+    lit = str(db_path).replace("'", "''")
+    con.execute(f"ATTACH '{lit}' AS store")
+    try:
+        for name in (*TABLES, "quarantine"):
+            con.execute(f'DROP TABLE IF EXISTS store."{name}"')
+            con.execute(f'CREATE TABLE store."{name}" AS SELECT * FROM "{name}"')
+    finally:
+        con.execute("DETACH store")
