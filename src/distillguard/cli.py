@@ -76,8 +76,10 @@ def eval_(
     from distillguard import config
     from distillguard.evaluate import evaluate_run, render_table
 
-    result = evaluate_run(truth, pred, exchanges=exchanges, accounts=accounts,
-                          cfg=config.load(config_path))
+    with console.status("evaluating") as status:
+        result = evaluate_run(truth, pred, exchanges=exchanges, accounts=accounts,
+                              cfg=config.load(config_path),
+                              progress=lambda step: status.update(f"evaluating: {step}"))
     console.print(render_table(result))
     for note in result["notes"]:
         console.print(f"[dim]note: {note}[/]")
@@ -87,8 +89,6 @@ def eval_(
 
 
 # --- ingest ------------------------------------------------------------------------------
-from pathlib import Path  # noqa: E402
-
 from rich.table import Table as RichTable  # noqa: E402
 
 from distillguard import config as config_mod  # noqa: E402
@@ -164,3 +164,99 @@ def ingest(
     persist(con, db)
     _print_ingest(report, None)
     console.print(f"database: {db}")
+
+
+@app.command()
+@guarded
+def report(
+    run_dir: Path = typer.Argument(..., help="Run directory written by `detect --out`."),
+    out: Path | None = typer.Option(None, "--out", help="Where to write (default: RUN_DIR)."),
+    redact: bool = typer.Option(
+        False, "--redact", help="Keyed-hash IPs, e-mail domains and payment fingerprints."),
+    redact_key_file: Path | None = typer.Option(
+        None, "--redact-key-file",
+        help="File holding the HMAC key (else $DISTILLGUARD_REDACT_KEY)."),
+    config: Path = ConfigOpt,
+) -> None:
+    """Write report.html, campaigns.md, indicators.stix.json and enforcement.csv."""
+    # Imported here: matplotlib and stix2 would slow every other command's start.
+    from distillguard.outputs.redact import load_key
+    from distillguard.outputs.report import write_all
+
+    key = load_key(redact_key_file) if redact or redact_key_file else None
+    with console.status("reading the run directory") as status:
+        paths = write_all(run_dir, out, redact_key=key, cfg=config_mod.load(config),
+                          progress=status.update)
+    table = RichTable("output", "file", "bytes", title="distillguard report"
+                      + (" (redacted)" if key else ""))
+    for name, path in paths.items():
+        table.add_row(name, str(path), f"{path.stat().st_size:,}")
+    console.print(table)
+
+
+@app.command()
+@guarded
+def simulate(
+    scenario: str = typer.Option("small", "--scenario",
+                                 help="small | evasive | alibaba-scale (see docs/simulator.md)."),
+    seed: int = typer.Option(0, "--seed", help="Same scenario, seed and scale: same bytes."),
+    scale: float = typer.Option(1.0, "--scale", help="Multiplies account counts and volume."),
+    out: Path = typer.Option(..., "--out", help="Directory to write the contract files into."),
+) -> None:
+    """Write synthetic traffic logs with ground truth (exchanges/, accounts, releases, truth)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from distillguard.simulate import generate
+
+    with Progress("[progress.description]{task.description}", BarColumn(),
+                  MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                  transient=True) as bar:
+        task = bar.add_task(f"simulating {scenario} (days)", total=None)
+        summary = generate(scenario, seed, scale, out,
+                           progress=lambda done, total: bar.update(task, completed=done,
+                                                                   total=total))
+    table = RichTable("population", "operator", "accounts", "exchanges",
+                      title=f"distillguard simulate {scenario} (seed {seed}, scale {scale:g})")
+    for name, row in summary["by_population"].items():
+        table.add_row(name, row["operator"] or "-", f"{row['accounts']:,}",
+                      f"{row['exchanges']:,}")
+    table.add_row("[bold]total", "", f"{summary['accounts']:,}", f"{summary['exchanges']:,}")
+    console.print(table)
+    console.print(f"attacking: {summary['attacking_accounts']:,} accounts, "
+                  f"{summary['attacking_exchanges']:,} exchanges; {summary['parts']} parts "
+                  f"in {out / 'exchanges'}; {summary['seconds']} s")
+
+
+@app.command()
+@guarded
+def convert(
+    paths: list[Path] = typer.Argument(None, help="Log files or directories (none with --dsn)."),
+    fmt: str = typer.Option(..., "--format",
+                            help="otel | litellm | openai-jsonl | anthropic-jsonl "
+                                 "(mappings: docs/adapters.md)."),
+    out: Path = typer.Option(..., "--out", help="Contract exchanges Parquet file to write."),
+    account_attribute: str = typer.Option(
+        None, "--account-attribute",
+        help="Field naming the billing account (required for otel, e.g. tenant.id)."),
+    dsn: str = typer.Option(None, "--dsn", help="litellm: read the PostgreSQL table "
+                                                "(read-only) instead of files."),
+    table: str = typer.Option("LiteLLM_SpendLogs", "--table", help="litellm: table with --dsn."),
+    workers: int = typer.Option(1, "--workers", help="Processes decoding records in parallel."),
+) -> None:
+    """Convert provider logs (OTel GenAI, LiteLLM, OpenAI/Anthropic) to contract Parquet."""
+    from distillguard.ingest.adapters import AdapterOptions, to_contract_parquet
+
+    options = AdapterOptions(account_attribute=account_attribute, dsn=dsn, table=table,
+                             workers=workers)
+    with console.status(f"converting {fmt} logs"):
+        done = to_contract_parquet(fmt, list(paths or []), options, out)
+    console.print(f"{done.rows:,} exchanges written to {out}")
+    if done.rows_without_prompt:
+        console.print(f"{done.rows_without_prompt:,} exchanges carry no prompt text (the source "
+                      "does not store it): text signals will be skipped for them")
+
+
+# `distillguard provenance ...` (docs/provenance.md); torch/transformers load lazily inside.
+from distillguard.provenance.commands import provenance_app  # noqa: E402
+
+app.add_typer(provenance_app, name="provenance")

@@ -53,7 +53,7 @@ class Table:
         raise KeyError(name)
 
 
-S, T, I, B, L = Kind.STRING, Kind.TIMESTAMP, Kind.INT, Kind.BOOL, Kind.STRING_LIST
+S, T, N, B, L = Kind.STRING, Kind.TIMESTAMP, Kind.INT, Kind.BOOL, Kind.STRING_LIST
 
 EXCHANGES = Table(
     "exchanges",
@@ -66,16 +66,16 @@ EXCHANGES = Table(
         Column("api_key_id", S),
         Column("model", S),
         Column("ip", S),
-        Column("asn", I),
+        Column("asn", N),
         Column("country", S),
         Column("user_agent", S),
         Column("system_prompt", S),
-        Column("n_messages", I),
+        Column("n_messages", N),
         Column("tool_names", L),
         Column("has_image", B),
         Column("thinking", B),
-        Column("input_tokens", I),
-        Column("output_tokens", I),
+        Column("input_tokens", N),
+        Column("output_tokens", N),
         Column("response", S),
         Column("status", S),
     ),
@@ -91,7 +91,7 @@ ACCOUNTS = Table(
         Column("email_domain", S),
         Column("payment_fingerprint", S),
         Column("signup_ip", S),
-        Column("signup_asn", I),
+        Column("signup_asn", N),
         Column("country", S),
         Column("verification_path", S),
         Column("allowlisted", B),

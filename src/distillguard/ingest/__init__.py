@@ -67,6 +67,12 @@ def _empty_view(con: duckdb.DuckDBPyConnection, table: Table) -> None:
     con.execute(f'CREATE OR REPLACE TEMP VIEW "{table.name}" AS SELECT {cols} WHERE false')
 
 
+def _scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> Any:
+    """One value, with the result read to its end: DuckDB 2 refuses `register` on a
+    connection whose last result was only partly fetched (as `fetchone()` leaves it)."""
+    return con.execute(sql, params or []).fetchall()[0][0]
+
+
 def _is_bad_utf8(exc: duckdb.Error) -> bool:
     return "Invalid string encoding" in str(exc) or "not valid UTF8" in str(exc)
 
@@ -82,7 +88,7 @@ def _load_table(con: duckdb.DuckDBPyConnection, table: Table, raws: list[Raw],
             con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS "
                         f"{typed_select(table, raw, index, max_prompt_bytes)}")
             try:
-                n = con.execute(f"SELECT count(*) FROM {raw.relation}").fetchone()[0]
+                n = _scalar(con, f"SELECT count(*) FROM {raw.relation}")
                 con.execute(f"""INSERT INTO quarantine SELECT '{table.name}', _file, _row,
                                 _column, _reason FROM {view} WHERE _reason IS NOT NULL""")
                 break
@@ -115,7 +121,7 @@ def _load_table(con: duckdb.DuckDBPyConnection, table: Table, raws: list[Raw],
               ON f._file_index = d.first.f
             WHERE u._reason IS NULL AND NOT (u._file_index = d.first.f AND u._row = d.first.r)
         """)
-        n_dup = con.execute(f"SELECT count(*) FROM _dup_{table.name}").fetchone()[0]
+        n_dup = _scalar(con, f"SELECT count(*) FROM _dup_{table.name}")
         if n_dup:
             con.execute(f"""
                 CREATE OR REPLACE TEMP VIEW "{table.name}" AS SELECT {cols}
@@ -128,8 +134,8 @@ def _load_table(con: duckdb.DuckDBPyConnection, table: Table, raws: list[Raw],
     else:
         con.execute(f'CREATE OR REPLACE TEMP VIEW "{table.name}" AS SELECT {cols} '
                     f"FROM _checked_{table.name} u WHERE u._reason IS NULL")
-    report.rows_quarantined = con.execute(
-        'SELECT count(*) FROM quarantine WHERE "table" = ?', [table.name]).fetchone()[0]
+    report.rows_quarantined = _scalar(
+        con, 'SELECT count(*) FROM quarantine WHERE "table" = ?', [table.name])
     report.rows_accepted = report.rows_read - report.rows_quarantined
     return report
 

@@ -16,11 +16,13 @@ import csv
 import gzip
 import io
 import json
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
@@ -151,15 +153,17 @@ class Stager:
             with opener(path, "rb") as fh:
                 header_line = fh.readline()
             header = next(csv.reader([header_line.decode("utf-8-sig", "replace")]))
-        except (OSError, StopIteration, csv.Error) as exc:
+        except (OSError, EOFError, StopIteration, csv.Error, zlib.error) as exc:
             raise InputError(f"unreadable CSV file: {exc}", file=file) from None
         if not header or not any(header):
             raise InputError("CSV file has no header row", file=file)
-        malformed: list[tuple[int | None, str]] = []
+        malformed: list[tuple[int, str]] = []
 
         def on_invalid(row: pacsv.InvalidRow) -> str:
-            malformed.append((row.number, f"malformed CSV record: expected {row.expected_columns}"
-                                          f" fields, found {row.actual_columns}"))
+            # Numbered as the record it would be if every record were one line (header = 1).
+            line = row.number if row.number is not None else 0
+            malformed.append((line - 1, f"malformed CSV record (line {line}): expected "
+                              f"{row.expected_columns} fields, found {row.actual_columns}"))
             return "skip"
 
         read = pacsv.ReadOptions(block_size=1 << 24, use_threads=False)
@@ -168,23 +172,26 @@ class Stager:
                                        check_utf8=False, strings_can_be_null=True)
 
         def batches() -> Iterator[pa.RecordBatch]:
-            start = 1
+            parsed = 0
             try:
                 reader = pacsv.open_csv(path, read_options=read, parse_options=parse,
                                         convert_options=convert)
                 for batch in reader:
-                    batch = _as_binary(batch)
-                    rows = pa.array(range(start, start + batch.num_rows), pa.int64())
-                    start += batch.num_rows
-                    yield batch.add_column(0, "_row", rows)
+                    # The handler has seen this block's malformed records before it is yielded.
+                    rows = _record_numbers(parsed, batch.num_rows, [m[0] for m in malformed])
+                    parsed += batch.num_rows
+                    # Null `_pre_*` columns so the malformed records can be appended by name.
+                    nulls = pa.nulls(batch.num_rows, pa.string())
+                    yield pa.RecordBatch.from_arrays(
+                        [rows, nulls, nulls, *_as_binary(batch).columns],
+                        ["_row", "_pre_column", "_pre_reason", *batch.schema.names])
             except (pa.ArrowInvalid, OSError) as exc:
                 raise InputError(f"unreadable CSV file: {exc}", file=file) from None
             if malformed:
-                # The records the parser could not split: kept, numbered by their line.
+                # The records the parser could not split: kept, with the reason.
                 n = len(malformed)
                 yield pa.RecordBatch.from_pydict({
-                    "_row": pa.array([m[0] if m[0] is not None else -1 for m in malformed],
-                                     pa.int64()),
+                    "_row": pa.array([m[0] for m in malformed], pa.int64()),
                     "_pre_column": pa.array(["(record)"] * n, pa.string()),
                     "_pre_reason": pa.array([m[1] for m in malformed], pa.string()),
                 })
@@ -233,7 +240,7 @@ class Stager:
                     self._locate_bad_utf8(name, file)
                     self.con.unregister("_incoming")
                     n_rows += len(lines)
-        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
             raise InputError(f"unreadable JSON Lines file: {exc}", file=file) from None
         if n_rows == 0:
             raise InputError("file holds no records", file=file)
@@ -263,13 +270,19 @@ def _has_surrogate(value: object) -> bool:
     return any("\udc80" <= ch <= "\udcff" for ch in text)
 
 
+def _record_numbers(parsed: int, n: int, skipped: list[int]) -> pa.Array:
+    """1-based record numbers of the next `n` parsed records, stepping over the `skipped`
+    (malformed) record numbers so that later rows keep their place in the file."""
+    p = np.arange(parsed + 1, parsed + n + 1, dtype=np.int64)
+    m = np.sort(np.asarray(skipped, dtype=np.int64))
+    return pa.array(p + np.searchsorted(m - np.arange(len(m)), p, side="right"))
+
+
 def _line_chunks(fh: io.BufferedIOBase, batch_rows: int) -> Iterator[tuple[list[bytes], int]]:
     """Lines in chunks of about `batch_rows`, with the 1-based number of the first line."""
     first, pending = 1, b""
-    while True:
-        block = fh.read(1 << 24)
-        if not block:
-            break
+    block = fh.read(1 << 24).removeprefix(b"\xef\xbb\xbf")  # a BOM, as Windows tools write
+    while block:
         lines = (pending + block).split(b"\n")
         pending = lines.pop()
         while len(lines) >= batch_rows:
@@ -279,6 +292,7 @@ def _line_chunks(fh: io.BufferedIOBase, batch_rows: int) -> Iterator[tuple[list[
         if lines:
             yield lines, first
             first += len(lines)
+        block = fh.read(1 << 24)
     if pending:
         yield [pending], first
 

@@ -18,12 +18,13 @@ SQL_TYPE = {Kind.STRING: "VARCHAR", Kind.TIMESTAMP: "TIMESTAMP", Kind.INT: "BIGI
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 IPV4_RE = rf"({_OCTET}\.){{3}}{_OCTET}"
 _H = "[0-9a-fA-F]{1,4}"
-IPV6_RE = (
-    rf"(({_H}:){{7}}{_H}|({_H}:){{1,7}}:|({_H}:){{1,6}}:{_H}|({_H}:){{1,5}}(:{_H}){{1,2}}"
-    rf"|({_H}:){{1,4}}(:{_H}){{1,3}}|({_H}:){{1,3}}(:{_H}){{1,4}}|({_H}:){{1,2}}(:{_H}){{1,5}}"
-    rf"|{_H}:(:{_H}){{1,6}}|:((:{_H}){{1,7}}|:)|::(ffff(:0{{1,4}})?:)?{IPV4_RE}"
-    rf"|({_H}:){{1,4}}:{IPV4_RE})"
-)
+# RFC 3986 section 3.2.2: the groups after "::" (i = at most i groups before it); the last
+# 32 bits may be written as an IPv4 address in any form, compressed or not.
+_LS32 = rf"({_H}:{_H}|{IPV4_RE})"
+_TAILS = [rf"({_H}:){{{n}}}{_LS32}" for n in (5, 4, 3, 2, 1)] + [_LS32, _H, ""]
+IPV6_RE = "(" + "|".join([rf"({_H}:){{6}}{_LS32}"] + [
+    (rf"(({_H}:){{0,{i - 1}}}{_H})?" if i else "") + "::" + tail
+    for i, tail in enumerate(_TAILS)]) + ")"
 IP_COLUMNS = ("ip", "signup_ip")
 
 
@@ -65,8 +66,12 @@ def typed_expr(kind: Kind, col: str, stored: str) -> str:
     if kind is Kind.INT:
         if stored in ("DOUBLE", "FLOAT") or stored.startswith("DECIMAL"):
             return f"CASE WHEN {col} = floor({col}) THEN try_cast({col} AS BIGINT) END"
-        return f"try_cast(trim({_text(col, stored)}) AS BIGINT)" if stored in (
-            "VARCHAR", "BLOB") else f"try_cast({col} AS BIGINT)"
+        if stored in ("VARCHAR", "BLOB"):
+            # Digits only (an integral "3.0" too): a cast alone would round "4.5" to 5.
+            text = f"trim({_text(col, stored)})"
+            return (f"CASE WHEN regexp_full_match({text}, '[+-]?[0-9]+([.]0*)?') "
+                    f"THEN try_cast({text} AS BIGINT) END")
+        return f"try_cast({col} AS BIGINT)"
     if kind is Kind.BOOL:
         if stored == "BOOLEAN":
             return col
@@ -104,7 +109,8 @@ def checks(table: Table, raw: Raw, max_prompt_bytes: int) -> list[Check]:
             continue
         src, typed = _raw(col.name), _q(col.name)
         if stored == "BLOB":
-            out.append(Check(f"{src} IS NOT NULL AND {typed} IS NULL",
+            # Bytes that do not decode, not just any value that fails to type.
+            out.append(Check(f"{src} IS NOT NULL AND {_text(src, stored)} IS NULL",
                              f"'{col.name}'", "'invalid UTF-8'"))
         if col.required and col.name != "prompt":
             text = _text(src, stored) if stored in ("VARCHAR", "BLOB") else None

@@ -1,0 +1,185 @@
+"""From clusters to campaigns: evidence per cluster, a score, members, reasons, indicators.
+
+A cluster becomes a campaign when it shows both halves of a distillation operation:
+*coordination* (several accounts tied by rare shared keys, or synchronised beyond the
+null model) and *extraction content* (prompts that elicit reasoning, grading or safe
+rewrites, or a few template families filled over and over by several members). Either
+half alone describes ordinary traffic: campus labs and carrier NAT share networks;
+evaluation harnesses and batch jobs repeat templates. Each piece of evidence is kept
+with its statistic so a reader can check it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from distillguard.contract import CAPABILITIES
+from distillguard.signals.timing import Synchrony
+
+
+@dataclass
+class Evidence:
+    """One campaign signal: name, value, a readable detail, and its strength in [0, 1]."""
+
+    name: str
+    value: float
+    detail: str
+    strength: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "value": round(float(self.value), 6), "detail": self.detail}
+
+
+# Account behaviours in which harvesting stands out, compared with a reference made of the
+# accounts that no coordination evidence ties to others (mostly ordinary users). Volume
+# is deliberately absent: campaigns keep per-account volume inside the benign range.
+ANOMALY_DIMENSIONS: dict[str, str] = {
+    "extraction_share": "share of prompts eliciting reasoning, grading or safe rewrites",
+    "n_asns": "distinct ASNs the account's traffic came from (proxy rotation)",
+    "thinking_share": "share of requests asking for extended thinking",
+    "output_input_ratio": "output tokens harvested per input token",
+    "image_share": "share of requests carrying an image",
+    "tool_share": "share of requests defining tools",
+}
+
+
+def reference_thresholds(reference: pd.DataFrame, quantile: float) -> dict[str, float]:
+    """Per behaviour, the `quantile` of the uncoordinated accounts (the null model)."""
+    out = {}
+    for dim in ANOMALY_DIMENSIONS:
+        if dim in reference and reference[dim].notna().any():
+            out[dim] = float(np.nanquantile(reference[dim].to_numpy(dtype=float), quantile))
+    return out
+
+
+def anomaly(members: pd.DataFrame, thresholds: dict[str, float]) -> dict[str, float]:
+    """Per behaviour, the share of members above the reference threshold (about
+    1 - quantile for ordinary accounts)."""
+    return {d: float((members[d].to_numpy(dtype=float) > t).mean())
+            for d, t in thresholds.items() if d in members}
+
+
+@dataclass
+class ClusterFacts:
+    """What the pipeline measured about one cluster, gathered before scoring."""
+
+    cluster: int
+    members: pd.DataFrame  # account feature rows of the members
+    family_share: float  # share of member exchanges on template families shared in-cluster
+    member_family_share: pd.Series  # per member account
+    synchrony: Synchrony
+    infra_kinds: dict[str, int]  # member pairs linked per infrastructure kind
+    content_kinds: dict[str, int]
+    pivot: tuple[float, float] | None  # (cluster share on new model in 24h, others' share)
+    benign_volume_p99: float
+    anomalies: dict[str, float] = field(default_factory=dict)
+    thresholds: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _weighted(members: pd.DataFrame, col: str) -> float:
+    n = members["n_exchanges"].to_numpy(dtype=float)
+    if col not in members or n.sum() == 0:
+        return 0.0
+    return float(np.nansum(members[col].to_numpy(dtype=float) * n) / n.sum())
+
+
+def capability_mix(members: pd.DataFrame) -> dict[str, float]:
+    mix = {c: _weighted(members, f"cap_{c}") for c in CAPABILITIES}
+    total = sum(mix.values())
+    if total <= 0:
+        return {"chat_other": 1.0}
+    return {c: round(v / total, 6) for c, v in mix.items() if v > 0}
+
+
+def evidence(f: ClusterFacts, cfg: dict[str, Any]) -> list[Evidence]:
+    """Every campaign signal of one cluster, strongest first."""
+    c = cfg["campaigns"]
+    m = f.members
+    n = len(m)
+    out: list[Evidence] = []
+    extraction = _weighted(m, "extraction_share")
+    out.append(Evidence(
+        "extraction_prompts", extraction,
+        f"{extraction:.0%} of the cluster's exchanges elicit chain-of-thought "
+        f"({_weighted(m, 'cot_share'):.0%}), rubric grading ({_weighted(m, 'grading_share'):.0%})"
+        f" or safe rewrites ({_weighted(m, 'safe_rewrite_share'):.0%})", 0.0))
+    out.append(Evidence(
+        "shared_template_families", f.family_share,
+        f"{f.family_share:.0%} of member prompts fall in near-duplicate template families "
+        f"used by several members",
+        min(1.0, f.family_share / c["family_full"])))
+    floor, full = c["anomaly_floor"], c["anomaly_full"]
+    for dim, frac in sorted(f.anomalies.items(), key=lambda kv: -kv[1]):
+        out.append(Evidence(
+            f"unusual_{dim}", frac,
+            f"{frac:.0%} of members exceed the {c['reference_quantile']:.0%} quantile "
+            f"({f.thresholds[dim]:.3g}) of uncoordinated accounts in {ANOMALY_DIMENSIONS[dim]}",
+            min(1.0, max(0.0, (frac - floor) / (full - floor)))))
+    mix = capability_mix(m)
+    top = max(mix, key=mix.get)
+    out.append(Evidence("capability_focus", mix[top],
+                        f"{mix[top]:.0%} of exchanges are {top}", 0.0))
+    s = f.synchrony
+    out.append(Evidence(
+        "synchrony", s.z,
+        f"{s.observed:,.0f} co-active member pairs in {cfg['timing']['bucket_seconds']}s buckets "
+        f"vs {s.expected:,.1f} expected for independent accounts (lift {s.lift:.1f}, z {s.z:.1f})",
+        min(1.0, max(0.0, (s.lift - 1.0) / c["synchrony_full_lift"]))
+        if s.z >= c["synchrony_min_z"] else 0.0))
+    infra_pairs = sum(f.infra_kinds.values())
+    out.append(Evidence(
+        "shared_infrastructure", float(infra_pairs),
+        "member links through " + (", ".join(f"{k} ({v})" for k, v in sorted(
+            f.infra_kinds.items(), key=lambda kv: -kv[1])) or "no shared infrastructure"),
+        min(1.0, infra_pairs / max(1.0, n - 1))))
+    out.append(Evidence("coordinated_accounts", float(n),
+                        f"{n} accounts linked into one cluster", min(1.0, (n - 1) / 9)))
+    vol = float(m["exchanges_per_active_day"].median())
+    out.append(Evidence(
+        "volume_inside_benign_range", vol,
+        f"median {vol:.1f} exchanges per active day per account; the benign 99th percentile "
+        f"is {f.benign_volume_p99:.1f}, so per-account volume limits do not see it", 0.0))
+    if f.pivot is not None:
+        share, ref = f.pivot
+        out.append(Evidence(
+            "release_pivot", share,
+            f"{share:.0%} of the cluster's traffic moved to the newly released model within "
+            f"24 h, against {ref:.0%} for other accounts",
+            min(1.0, max(0.0, share - ref) / c["pivot_full"])))
+    for key in ("verification_abuse", "fresh_accounts"):
+        if key in f.extra:
+            value, detail = f.extra[key]
+            out.append(Evidence(key, value, detail, 0.0))
+    return sorted(out, key=lambda e: -e.strength)
+
+
+def score(ev: list[Evidence], cfg: dict[str, Any]) -> tuple[float, float, float]:
+    """(score, behaviour, coordination).
+
+    Coordination: noisy-OR of shared infrastructure, shared template families, synchrony
+    and release pivot, scaled by how many accounts take part. Behaviour: the strongest
+    way the members stand out from uncoordinated accounts (extraction prompts, proxy
+    rotation, ...). A campaign needs both; the score is their geometric mean.
+    """
+    by = {e.name: e.strength for e in ev}
+    behaviour = max([by.get("extraction_prompts", 0.0)] +
+                    [v for k, v in by.items() if k.startswith("unusual_")])
+    coord = 1 - ((1 - by.get("shared_infrastructure", 0) * 0.8)
+                 * (1 - by.get("shared_template_families", 0) * 0.8)
+                 * (1 - by.get("synchrony", 0))
+                 * (1 - by.get("release_pivot", 0) * 0.5))
+    coord *= by.get("coordinated_accounts", 0) ** 0.5
+    return float(math.sqrt(behaviour * coord)), float(behaviour), float(coord)
+
+
+def campaign_id(account_ids: list[str]) -> str:
+    """Stable id from the sorted member list: the same campaign gets the same id on re-runs."""
+    digest = hashlib.sha256("\n".join(sorted(account_ids)).encode()).hexdigest()
+    return f"cmp-{digest[:10]}"

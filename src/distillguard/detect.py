@@ -1,0 +1,285 @@
+"""`distillguard detect`: exchanges -> signals -> accounts -> linking -> campaigns -> outputs.
+
+The heavy passes (per exchange, per account, key extraction) run in the engine; the
+account graph, clustering and campaign scoring run on the driver over small tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import ibis
+import numpy as np
+import pandas as pd
+
+from distillguard import campaigns as cmp
+from distillguard import linking
+from distillguard.engine.session import DuckDBSession
+from distillguard.features import (
+    OPTIONAL_DATA_COLUMNS,
+    SignalPlan,
+    account_features,
+    exchange_features,
+    with_gaps,
+)
+from distillguard.ingest import IngestReport
+from distillguard.signals import text
+from distillguard.signals.timing import release_pivot, synchrony
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Detection:
+    """Everything a run produced, before it is written out."""
+
+    accounts: pd.DataFrame  # contract accounts.parquet rows
+    campaigns: list[dict[str, Any]]
+    features: pd.DataFrame
+    edges: pd.DataFrame
+    timeline: pd.DataFrame
+    templates: pd.DataFrame
+    releases: pd.DataFrame
+    plan: SignalPlan
+    permitted: list[dict[str, Any]]
+    shared: pd.DataFrame  # rare keys shared by accounts (for indicators)
+
+
+def present_columns(session: DuckDBSession, table: str, candidates: tuple[str, ...]) -> set[str]:
+    """Columns that hold at least one non-empty value (absent or all-NULL ones are skipped)."""
+    t = session.table(table)
+    aggs = {c: (t[c].nullif("").count() if c in ("prompt", "system_prompt") else t[c].count())
+            for c in candidates if c in t.columns}
+    if not aggs:
+        return set()
+    row = session.pandas(t.aggregate(**aggs)).iloc[0]
+    return {c for c in aggs if row[c]}
+
+
+def _family_facts(session: DuckDBSession, members: pd.DataFrame, cfg: dict[str, Any]
+                  ) -> tuple[pd.Series, pd.Series]:
+    """Per cluster and per member: share of template-family slots on families that several
+    members of the same cluster use."""
+    mem = session.table("members")
+    fam = session.table("fam")
+    j = fam.join(mem, "account_id")
+    per = j.group_by(["cluster", "band"]).aggregate(users=j.account_id.nunique(),
+                                                    csize=j.csize.max())
+    need = ibis.greatest(2, (per.csize * cfg["campaigns"]["family_member_share"]).ceil())
+    shared = per.filter(per.users >= need).select("cluster", "band")
+    jj = j.left_join(shared.mutate(is_shared=True), ["cluster", "band"])
+    acc = jj.group_by(["cluster", "account_id"]).aggregate(
+        on=(jj.cnt * jj.is_shared.fill_null(False).cast("int64")).sum(), all=jj.cnt.sum())
+    df = session.pandas(acc)
+    member = (df["on"] / df["all"].clip(lower=1)).set_axis(df["account_id"])
+    by_cluster = df.groupby("cluster")[["on", "all"]].sum()
+    cluster = (by_cluster["on"] / by_cluster["all"].clip(lower=1))
+    return member, cluster
+
+
+def _synchrony_inputs(session: DuckDBSession, members: pd.DataFrame
+                      ) -> tuple[pd.DataFrame, pd.Series]:
+    xs = session.table("xs")
+    mem = session.table("members")
+    j = xs.join(mem, "account_id")
+    mb = session.pandas(j.group_by(["cluster", "bucket"]).aggregate(k=j.account_id.nunique()))
+    prof = session.pandas(xs.group_by("bucket").aggregate(g=xs.account_id.nunique()))
+    profile = prof.set_index("bucket")["g"].sort_index()
+    return mb, profile
+
+
+def _pivots(session: DuckDBSession, members: pd.DataFrame, releases: pd.DataFrame
+            ) -> dict[int, tuple[float, float]]:
+    """Per cluster: share of its traffic on a newly released model in the 24 h after release."""
+    if releases.empty:
+        return {}
+    xs = session.table("xs")
+    mem = session.table("members")
+    out: dict[int, tuple[float, float]] = {}
+    best: dict[int, float] = {}
+    for model, at in releases[["model", "released_at"]].itertuples(index=False):
+        start = pd.Timestamp(at)
+        win = xs.filter((xs.ts >= start.to_pydatetime()) &
+                        (xs.ts < (start + pd.Timedelta(hours=24)).to_pydatetime()))
+        j = win.left_join(mem, "account_id")
+        agg = session.pandas(j.group_by(j.cluster).aggregate(
+            new=(j.model == model).cast("int64").sum(), total=j.count()))
+        if agg.empty:
+            continue
+        others = agg[agg["cluster"].isna()]
+        o_new = float(others["new"].sum())
+        o_tot = float(others["total"].sum())
+        for row in agg.dropna(subset=["cluster"]).itertuples(index=False):
+            share, ref = release_pivot(float(row.new), float(row.total), o_new, o_tot)
+            c = int(row.cluster)
+            if share - ref > best.get(c, -1.0):
+                best[c], out[c] = share - ref, (share, ref)
+    return out
+
+
+def _account_context(session: DuckDBSession, account_cols: set[str]) -> pd.DataFrame:
+    cols = [c for c in ("verification_path", "created_at", "allowlisted") if c in account_cols]
+    if not cols:
+        return pd.DataFrame({"account_id": pd.Series(dtype=str)})
+    a = session.table("accounts")
+    return session.pandas(a.select("account_id", *cols))
+
+
+def run(session: DuckDBSession, ingest: IngestReport, cfg: dict[str, Any],
+        progress: Progress = lambda _: None) -> Detection:
+    """Run the whole detection over the validated views registered by the ingest."""
+    plan = SignalPlan()
+    present = present_columns(session, "exchanges", OPTIONAL_DATA_COLUMNS)
+    account_cols = (set(ingest.tables["accounts"].columns_present)
+                    if "accounts" in ingest.tables else set())
+    if "accounts" in ingest.tables:
+        account_cols &= present_columns(session, "accounts", tuple(account_cols)) | {"account_id"}
+    progress("exchange signals")
+    t = session.table("exchanges")
+    xs_expr = with_gaps(exchange_features(t, present, cfg, plan))
+    xs = session.materialize("xs", xs_expr)
+    progress("account behaviour")
+    feats = session.pandas(account_features(xs, present, plan))
+    feats["exchanges_per_active_day"] = feats["n_exchanges"] / feats["active_days"].clip(lower=1)
+    ctx = _account_context(session, account_cols)
+    feats = feats.merge(ctx, on="account_id", how="left").sort_values("account_id",
+                                                                      ignore_index=True)
+    allowlisted = set(feats.loc[feats.get("allowlisted", pd.Series(False, index=feats.index))
+                                .fillna(False).astype(bool), "account_id"])
+    n_accounts = len(feats)
+
+    progress("linking accounts")
+    if "prompt" in present:
+        fam_src = xs.select(account_id=xs.account_id, band=xs.bands.unnest())
+        fam_src = fam_src.filter(fam_src.band.notnull())
+        session.materialize("fam", fam_src.group_by(["account_id", "band"]).aggregate(
+            cnt=fam_src.count()))
+    accounts_tbl = session.table("accounts") if "accounts" in ingest.tables else None
+    keys = linking.account_keys(xs, accounts_tbl, present, account_cols, cfg)
+    if "prompt" in present:
+        fam = session.table("fam")
+        keys = keys.filter(keys.kind != "family").union(
+            fam.select(account_id=fam.account_id, kind=ibis.literal("family"),
+                       key=fam.band.cast("string"), cnt=fam.cnt))
+    shared = session.pandas(linking.rare_keys(keys, n_accounts, cfg))
+    n_ex = shared["account_id"].map(feats.set_index("account_id")["n_exchanges"])
+    per_row = np.where(shared["kind"] == "family", n_ex * text.band_count(cfg), n_ex)
+    account_level = shared["kind"].isin(linking.ACCOUNT_KINDS)
+    shared["share"] = np.where(account_level, 1.0, shared["cnt"] / np.maximum(per_row, 1))
+    # Only accounts that sent traffic are linked; allowlisted ones never are.
+    shared = shared[shared["account_id"].isin(feats["account_id"])
+                    & ~shared["account_id"].isin(allowlisted)]
+    edges = linking.build_edges(shared, n_accounts, cfg)
+    membership = linking.cluster(edges, cfg)
+    plan.computed.append("linking")
+
+    progress("scoring campaigns")
+    c = cfg["campaigns"]
+    sizes = membership.groupby("cluster")["account_id"].transform("size")
+    members = membership.assign(size=sizes)
+    members = members[members["size"] >= int(c["min_accounts"])].reset_index(drop=True)
+    campaigns_out: list[dict[str, Any]] = []
+    acct_rows = pd.DataFrame({"account_id": feats["account_id"], "score": 0.0, "flagged": False,
+                              "campaign_id": None, "reasons": [[] for _ in range(n_accounts)]})
+    acct_rows = acct_rows.set_index("account_id")
+    releases = (session.pandas(session.table("releases"))
+                if "releases" in ingest.tables else pd.DataFrame(columns=["model", "released_at"]))
+    timeline = pd.DataFrame(columns=["campaign_id", "hour", "model", "n"])
+    templates = pd.DataFrame(columns=["campaign_id", "template_id", "n_exchanges", "n_accounts",
+                                      "example"])
+    benign_p99 = float(np.quantile(feats["exchanges_per_active_day"], 0.99)) if n_accounts else 0.0
+    if not members.empty:
+        session.register("members", members.rename(columns={"size": "csize"}))
+        if "prompt" in present:
+            member_fam, cluster_fam = _family_facts(session, members, cfg)
+        else:
+            member_fam, cluster_fam = pd.Series(dtype=float), pd.Series(dtype=float)
+        mb, profile = _synchrony_inputs(session, members)
+        pivots = _pivots(session, members, releases)
+        feat_idx = feats.set_index("account_id")
+        edge_cluster = edges.merge(membership.rename(columns={"account_id": "src"}), on="src")
+        edge_cluster = edge_cluster.merge(
+            membership.rename(columns={"account_id": "dst", "cluster": "cluster_dst"}), on="dst")
+        edge_cluster = edge_cluster[edge_cluster["cluster"] == edge_cluster["cluster_dst"]]
+        kind_pairs = edge_cluster.explode("kinds").groupby(["cluster", "kinds"]).size()
+        reference = feats[~feats["account_id"].isin(members["account_id"])
+                          & ~feats["account_id"].isin(allowlisted)]
+        thresholds = cmp.reference_thresholds(reference, float(c["reference_quantile"]))
+        for cl, grp in members.groupby("cluster", sort=True):
+            ids = sorted(grp["account_id"])
+            m = feat_idx.loc[ids].reset_index()
+            kinds = kind_pairs.get(cl, pd.Series(dtype=int)).to_dict() if cl in kind_pairs.index \
+                .get_level_values(0) else {}
+            active = m.set_index("account_id")["active_buckets"]
+            facts = cmp.ClusterFacts(
+                cluster=int(cl), members=m,
+                family_share=float(cluster_fam.get(cl, 0.0)),
+                member_family_share=member_fam.reindex(ids).fillna(0.0),
+                synchrony=synchrony(mb[mb["cluster"] == cl], active, profile),
+                infra_kinds={k: int(v) for k, v in kinds.items() if k in linking.INFRA_KINDS},
+                content_kinds={k: int(v) for k, v in kinds.items() if k in linking.CONTENT_KINDS},
+                pivot=pivots.get(int(cl)), benign_volume_p99=benign_p99,
+                anomalies=cmp.anomaly(m, thresholds), thresholds=thresholds)
+            ev = cmp.evidence(facts, cfg)
+            sc, content, coord = cmp.score(ev, cfg)
+            member_strength = _member_strength(m, facts, ev, c)
+            for aid, st in zip(ids, member_strength, strict=True):
+                acct_rows.at[aid, "score"] = round(sc * st, 6)
+            if sc < c["score_threshold"]:
+                continue
+            keep = [a for a, st in zip(ids, member_strength, strict=True)
+                    if st >= c["member_min_strength"] and a not in allowlisted]
+            if len(keep) < int(c["min_accounts"]):
+                continue
+            cid = cmp.campaign_id(keep)
+            reasons = [f"{e.name}:{e.value:.3g}" for e in ev if e.strength > 0]
+            for aid in keep:
+                acct_rows.at[aid, "flagged"] = True
+                acct_rows.at[aid, "campaign_id"] = cid
+                acct_rows.at[aid, "reasons"] = _account_reasons(feat_idx.loc[aid], facts, aid,
+                                                                reasons)
+            campaigns_out.append({"campaign_id": cid, "score": round(sc, 6),
+                                  "account_ids": keep, "_evidence": ev,
+                                  "_content": content, "_coordination": coord})
+    permitted = [{"account_id": a, "n_exchanges": int(feats.set_index("account_id")
+                                                      .at[a, "n_exchanges"]),
+                  "score": float(acct_rows.at[a, "score"])} for a in sorted(allowlisted)]
+    acct_df = acct_rows.reset_index()
+    return Detection(acct_df, campaigns_out, feats, edges, timeline, templates, releases, plan,
+                     permitted, shared)
+
+
+def _member_strength(m: pd.DataFrame, facts: cmp.ClusterFacts, ev: list[cmp.Evidence],
+                     c: dict[str, Any]) -> list[float]:
+    """How much of what made the campaign stand out each member itself carries, in [0, 1].
+
+    A reseller pool or a shared network can pull ordinary accounts into a cluster; they
+    do not share its unusual behaviour or fill its templates, so they score low.
+    """
+    strong = {e.name for e in ev if e.strength > 0}
+    s = np.zeros(len(m))
+    for dim, thr in facts.thresholds.items():
+        if f"unusual_{dim}" in strong and thr > 0:
+            s = np.maximum(s, np.minimum(1.0, m[dim].to_numpy(dtype=float) / thr))
+        elif f"unusual_{dim}" in strong:
+            s = np.maximum(s, (m[dim].to_numpy(dtype=float) > thr).astype(float))
+    fam = facts.member_family_share.to_numpy(dtype=float)
+    ref_fam = float(np.median(fam)) if len(fam) else 0.0
+    if ref_fam > c["family_floor"]:
+        s = np.maximum(s, np.minimum(1.0, fam / ref_fam))
+    return [float(v) for v in np.nan_to_num(s)]
+
+
+def _account_reasons(row: pd.Series, facts: cmp.ClusterFacts, aid: str,
+                     campaign_reasons: list[str]) -> list[str]:
+    own = []
+    ext = float(row.get("extraction_share", 0) or 0)
+    fam = float(facts.member_family_share.get(aid, 0.0))
+    if fam > 0:
+        own.append((fam, f"shared_template_families:{fam:.2f}"))
+    if ext > 0:
+        own.append((ext, f"extraction_prompts:{ext:.2f}"))
+    own.sort(key=lambda kv: -kv[0])
+    return [r for _, r in own] + [f"campaign:{r}" for r in campaign_reasons]

@@ -1,0 +1,116 @@
+"""The two engine passes of detection: one over exchanges (every prompt touched once,
+reduced to a slim per-exchange feature row) and one over those rows per account.
+
+Both are Ibis expressions built from the signal registry, so the same definitions run on
+DuckDB and Spark. Signals whose columns are absent are replaced by their defaults and
+reported as skipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import ibis
+import ibis.expr.types as ir
+
+from distillguard.signals import behaviour, capability, text  # noqa: F401  (registration)
+from distillguard.signals.registry import ACCOUNT_SIGNALS, EXCHANGE_SIGNALS
+
+# Optional contract columns whose absence some signal cares about.
+OPTIONAL_DATA_COLUMNS = ("prompt", "system_prompt", "ip", "asn", "model", "tool_names",
+                         "has_image", "thinking", "n_messages", "input_tokens", "output_tokens",
+                         "user_agent", "org_id")
+
+
+@dataclass
+class SignalPlan:
+    """Which signals run and which are skipped (with the reason), for the run record."""
+
+    computed: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def ip_prefix(ip: ir.StringValue) -> ir.StringValue:
+    """/24 for IPv4, /48 for IPv6 (written out groups; '::' inside the first three groups
+    shortens the prefix, which only merges fewer addresses)."""
+    v4 = ip.re_extract(r"^(\d+\.\d+\.\d+)\.\d+$", 1)
+    v6 = ip.lower().re_extract(r"^([0-9a-f]{0,4}:[0-9a-f]{0,4}:[0-9a-f]{0,4})", 1)
+    return ibis.cases((v4 != "", v4 + ".0/24"), (v6 != "", v6 + "::/48"),
+                      else_=ibis.null("string"))
+
+
+def exchange_features(t: ir.Table, present: set[str], cfg: dict[str, Any],
+                      plan: SignalPlan) -> ir.Table:
+    """Per-exchange feature rows: identifiers, time buckets, network keys and signals."""
+    bucket_s = int(cfg["timing"]["bucket_seconds"])
+    epoch = t.ts.epoch_seconds().cast("int64")
+    cols: dict[str, ir.Value] = {
+        "exchange_id": t.exchange_id,
+        "account_id": t.account_id,
+        "ts": t.ts,
+        "day": t.ts.truncate("D"),
+        "bucket": (epoch // bucket_s).cast("int64"),
+        "model": t.model,
+        "ip": t.ip,
+        "ip_prefix": ip_prefix(t.ip),
+        "asn": t.asn,
+        "user_agent": t.user_agent,
+        "n_tools": t.tool_names.length().fill_null(0),
+        "has_image": t.has_image.fill_null(False),
+        "thinking": t.thinking.fill_null(False),
+        "n_messages": t.n_messages,
+        "input_tokens": t.input_tokens,
+        "output_tokens": t.output_tokens,
+        "prompt_hash": t.prompt.hash().cast("int64"),
+    }
+    for name, sig in EXCHANGE_SIGNALS.items():
+        if sig.available(present):
+            cols[name] = sig.build(t)
+            plan.computed.append(name)
+        else:
+            cols[name] = ibis.literal(sig.default, type=_default_type(sig.default))
+            plan.skipped[name] = "input has no " + ", ".join(sig.missing(present))
+    lsh = cfg["templates"]
+    if "prompt" in present:
+        bands = text.minhash_bands(t.prompt.fill_null(""), lsh["minhash_perms"],
+                                   lsh["band_rows"])
+        cols["bands"] = ibis.array(bands)
+        plan.computed.append("template_family")
+    else:
+        cols["bands"] = ibis.literal(None, type="array<int64>")
+        plan.skipped["template_family"] = "input has no prompt text"
+    if "system_prompt" in present:
+        sk = text.skeleton(t.system_prompt.fill_null(""))
+        cols["system_template_id"] = ibis.cases((sk.length() < 8, ibis.null("int64")),
+                                                else_=sk.hash().cast("int64"))
+    else:
+        cols["system_template_id"] = ibis.null("int64")
+    return t.select(**cols)
+
+
+def _default_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, str):
+        return "string"
+    return "int64"
+
+
+def with_gaps(x: ir.Table) -> ir.Table:
+    """Seconds since the account's previous exchange (for inter-arrival regularity)."""
+    w = ibis.window(group_by=x.account_id, order_by=x.ts)
+    prev = x.ts.lag().over(w)
+    return x.mutate(gap_s=(x.ts.epoch_seconds() - prev.epoch_seconds()).cast("float64"))
+
+
+def account_features(x: ir.Table, present: set[str], plan: SignalPlan) -> ir.Table:
+    """One row per account from every registered account signal that can run."""
+    aggs: dict[str, ir.Scalar] = {}
+    for name, sig in ACCOUNT_SIGNALS.items():
+        if sig.available(present):
+            aggs.update(sig.build(x))
+            plan.computed.append(name)
+        else:
+            plan.skipped[name] = "input has no " + ", ".join(sig.missing(present))
+    return x.group_by("account_id").aggregate(**aggs)

@@ -1,0 +1,138 @@
+"""Write a detection run directory: the contract outputs plus the evidence files the
+report, the dashboard and a sceptical reader need (features, edges, timeline, templates).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from distillguard import __version__
+from distillguard import campaigns as cmp
+from distillguard.contract import INDICATOR_KEYS
+from distillguard.detect import Detection
+from distillguard.engine.session import DuckDBSession
+from distillguard.ingest import IngestReport
+
+ACCOUNTS_SCHEMA = pa.schema([("account_id", pa.string()), ("score", pa.float64()),
+                             ("flagged", pa.bool_()), ("campaign_id", pa.string()),
+                             ("reasons", pa.list_(pa.string()))])
+MAX_INDICATORS = 50
+EXAMPLE_CHARS = 200
+
+
+def _iso(ts: Any) -> str:
+    return pd.Timestamp(ts).tz_localize(None).isoformat() + "Z"
+
+
+def _indicators(shared: pd.DataFrame, ids: list[str]) -> dict[str, list[Any]]:
+    """Keys shared by at least two campaign members, most widely shared first."""
+    s = shared[shared["account_id"].isin(ids)]
+    counts = s.groupby(["kind", "key"])["account_id"].nunique().reset_index(name="m")
+    counts = counts[counts["m"] >= 2].sort_values(["m", "key"], ascending=[False, True])
+
+    def top(kind: str) -> list[str]:
+        return counts.loc[counts["kind"] == kind, "key"].head(MAX_INDICATORS).tolist()
+
+    asns = sorted({int(k.split("@")[0]) for k in top("asn_day") if k.split("@")[0].isdigit()})
+    return {"ips": top("ip"), "cidrs": top("ip_prefix"), "asns": asns,
+            "payment_fingerprints": top("payment"), "email_domains": top("email_domain"),
+            "prompt_templates": []}
+
+
+def finalize(session: DuckDBSession, det: Detection) -> None:
+    """Fill campaign statistics, indicators, timeline and template examples from the engine."""
+    feats = det.features.set_index("account_id")
+    camp_map = pd.DataFrame(
+        [(a, c["campaign_id"]) for c in det.campaigns for a in c["account_ids"]],
+        columns=["account_id", "campaign_id"])
+    for c in det.campaigns:
+        m = feats.loc[c["account_ids"]].reset_index()
+        c["n_accounts"] = len(m)
+        c["n_exchanges"] = int(m["n_exchanges"].sum())
+        c["first_seen"] = _iso(m["first_seen"].min())
+        c["last_seen"] = _iso(m["last_seen"].max())
+        c["capabilities"] = cmp.capability_mix(m)
+        c["signals"] = [e.as_dict() for e in c.pop("_evidence")]
+        c["indicators"] = _indicators(det.shared, c["account_ids"])
+        c.pop("_content", None)
+        c.pop("_coordination", None)
+    xs = session.table("xs")
+    cm = session.register("campaign_members", camp_map if not camp_map.empty else
+                          pd.DataFrame({"account_id": pd.Series(dtype=str),
+                                        "campaign_id": pd.Series(dtype=str)}))
+    j = xs.left_join(cm, "account_id")
+    det.timeline = session.pandas(j.group_by(
+        [j.campaign_id, j.ts.truncate("h").name("hour"), j.model]).aggregate(n=j.count())
+        .order_by(["campaign_id", "hour", "model"]))
+    if camp_map.empty or "template_id" not in xs.columns:
+        return
+    jj = xs.join(cm, "account_id").filter(xs.template_id.notnull())
+    top = session.pandas(jj.group_by(["campaign_id", "template_id"]).aggregate(
+        n_exchanges=jj.count(), n_accounts=jj.account_id.nunique(),
+        sample=jj.exchange_id.min()))
+    top = top.sort_values(["campaign_id", "n_exchanges", "template_id"],
+                          ascending=[True, False, True]).groupby("campaign_id").head(10)
+    ids = session.register("sample_ids", top[["sample"]].rename(columns={"sample": "exchange_id"}))
+    ex = session.table("exchanges")
+    texts = session.pandas(ex.join(ids, "exchange_id").select(
+        "exchange_id", example=ex.prompt.substr(0, EXAMPLE_CHARS)))
+    top = top.merge(texts, left_on="sample", right_on="exchange_id", how="left")
+    top["template_id"] = top["template_id"].astype(str)
+    det.templates = top[["campaign_id", "template_id", "n_exchanges", "n_accounts", "example"]]
+    for c in det.campaigns:
+        rows = det.templates[det.templates["campaign_id"] == c["campaign_id"]]
+        c["indicators"]["prompt_templates"] = [
+            {"template_id": r.template_id, "n_exchanges": int(r.n_exchanges),
+             "n_accounts": int(r.n_accounts), "example": r.example}
+            for r in rows.itertuples(index=False)]
+
+
+def write(out: Path, det: Detection, ingest: IngestReport, inputs: dict[str, list[str]],
+          cfg: dict[str, Any], engine: str) -> dict[str, Path]:
+    """Write every file of the run directory; returns their paths by name."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    acc = det.accounts.sort_values("account_id", ignore_index=True)
+    pq.write_table(pa.Table.from_pandas(acc[list(ACCOUNTS_SCHEMA.names)], schema=ACCOUNTS_SCHEMA,
+                                        preserve_index=False), out / "accounts.parquet")
+    paths["accounts"] = out / "accounts.parquet"
+    ordered = sorted(det.campaigns, key=lambda c: (-c["n_exchanges"], c["campaign_id"]))
+    for c in ordered:
+        for k in INDICATOR_KEYS:
+            c["indicators"].setdefault(k, [])
+    keys = ("campaign_id", "score", "account_ids", "n_accounts", "n_exchanges", "first_seen",
+            "last_seen", "capabilities", "signals", "indicators")
+    (out / "campaigns.json").write_text(json.dumps([{k: c[k] for k in keys} for c in ordered],
+                                                   indent=2, default=str) + "\n")
+    paths["campaigns"] = out / "campaigns.json"
+    feats = det.features.merge(acc[["account_id", "flagged", "campaign_id"]], on="account_id")
+    for name, df in (("account_features", feats), ("edges", det.edges),
+                     ("timeline", det.timeline), ("templates", det.templates),
+                     ("releases", det.releases)):
+        if name == "releases" and df.empty:
+            continue
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), out / f"{name}.parquet")
+        paths[name] = out / f"{name}.parquet"
+    ex = ingest.tables["exchanges"]
+    run = {
+        "distillguard_version": __version__,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "engine": engine,
+        "inputs": inputs,
+        "signals": {"computed": sorted(set(det.plan.computed)), "skipped": det.plan.skipped},
+        "counts": {"exchanges_read": ex.rows_read, "exchanges_accepted": ex.rows_accepted,
+                   "quarantined": ingest.rows_quarantined, "accounts": len(acc),
+                   "flagged": int(acc["flagged"].sum()), "campaigns": len(ordered)},
+        "permitted_distillation": det.permitted,
+        "config": cfg,
+    }
+    (out / "run.json").write_text(json.dumps(run, indent=2, default=str) + "\n")
+    paths["run"] = out / "run.json"
+    return paths

@@ -1,0 +1,36 @@
+"""The whole batch job behind `distillguard detect`: ingest, detect, write the run directory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from distillguard import detect
+from distillguard.engine.duckdb_engine import connect
+from distillguard.engine.session import DuckDBSession
+from distillguard.ingest import load_inputs, write_quarantine
+from distillguard.outputs import run_dir
+
+
+def run_detection(exchanges: list[Path], out: Path, cfg: dict[str, Any], *,
+                  accounts: list[Path] | None = None, releases: list[Path] | None = None,
+                  progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Detect over contract files and write `out`; returns counts for the summary."""
+    con = connect(memory_limit=cfg["engine"]["memory_limit"])
+    progress("validating inputs")
+    ingest = load_inputs(con, exchanges=exchanges, accounts=accounts, releases=releases,
+                         max_prompt_bytes=cfg["ingest"]["max_prompt_bytes"],
+                         batch_rows=cfg["ingest"]["batch_rows"])
+    session = DuckDBSession(con)
+    det = detect.run(session, ingest, cfg, progress)
+    progress("writing outputs")
+    run_dir.finalize(session, det)
+    inputs = {"exchanges": [str(p) for p in exchanges],
+              "accounts": [str(p) for p in accounts or []],
+              "releases": [str(p) for p in releases or []]}
+    paths = run_dir.write(out, det, ingest, inputs, cfg, engine="duckdb")
+    write_quarantine(con, out / "quarantine.parquet")
+    return {"paths": paths, "campaigns": det.campaigns, "ingest": ingest,
+            "flagged": int(det.accounts["flagged"].sum()), "accounts": len(det.accounts),
+            "skipped": det.plan.skipped, "permitted": det.permitted}

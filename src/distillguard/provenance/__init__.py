@@ -1,0 +1,4 @@
+"""Proof of copying: keyed output watermarks, a radioactivity test, black-box comparison.
+
+Submodules import torch/transformers lazily; importing this package stays cheap.
+"""

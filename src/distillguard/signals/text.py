@@ -1,0 +1,135 @@
+"""Text signals over the prompt: template skeleton, near-duplicate families, and the cues
+of extraction-style requests (chain-of-thought elicitation, rubric grading, safe rewrites).
+
+All of it is Ibis expressions (regexes in the common subset of RE2 and Java), so the
+same definitions run in DuckDB and in Spark and touch each prompt once, in the engine.
+"""
+
+from __future__ import annotations
+
+import ibis
+import ibis.expr.types as ir
+
+from distillguard.signals.registry import exchange_signal
+
+# Slots that vary between fills of one template, replaced by placeholders (order matters:
+# code blocks and URLs before numbers, multi-word proper names before lower-casing).
+SKELETON_RULES: tuple[tuple[str, str], ...] = (
+    (r"```[\s\S]*?```", " <code> "),
+    (r"https?://[^\s)>\]]+", " <url> "),
+    (r"[\w.+-]+@[\w-]+(\.[\w-]+)+", " <email> "),
+    (r"\b[A-Z][a-z]+( [A-Z][a-z]+)+\b", " <name> "),
+    (r"\"[^\"\n]{0,400}\"|“[^”\n]{0,400}”|«[^»\n]{0,400}»", " <quote> "),
+    (r"\b0x[0-9a-fA-F]+\b", " <n> "),
+    (r"[-+]?\d+([.,:/]\d+)*%?", " <n> "),
+)
+SKELETON_CHARS = 400  # only the head of a prompt decides its template: bounded cost per row
+STOPWORDS = ("the", "and", "for", "with", "that", "this", "are", "was", "you", "your", "from",
+             "have", "has", "not", "but", "can", "all", "its", "our", "into", "than", "then",
+             "them", "they", "their", "there", "what", "which", "who", "will", "would", "about",
+             "please", "<n>", "<name>", "<quote>", "<url>", "<code>", "<email>")
+MINHASH_PRIME = 2_147_483_647  # 2^31 - 1: products of two residues stay inside BIGINT
+
+COT_PATTERN = (
+    r"(?i)step[- ]by[- ]step|show (all |me )?(of )?(your|the) (work|steps|reasoning|thinking)"
+    r"|(explain|walk (me )?through|detail|describe|write out|lay out|spell out|reveal|show)"
+    r" (your|the|each|every|all|all of your)? ?(full |complete |entire |detailed )?"
+    r"(reasoning|thought process|thinking|intermediate steps|chain of thought|rationale)"
+    r"|chain[- ]of[- ]thought|reasoning (trace|process|steps|chain)"
+    r"|(internal|hidden|private|inner) (reasoning|thoughts|monologue|deliberation)"
+    r"|think (it |this )?through|let'?s think|think carefully|think out loud"
+    r"|reconstruct (your|the) (reasoning|thinking|thought)|<think>|scratchpad"
+    r"|before (giving|answering|you answer|the final answer)[^.]{0,40}(reason|think|explain)"
+)
+GRADING_PATTERN = (
+    r"(?i)\brubric\b|\b(score|rate|grade|evaluate|judge|assess)\b (the|this|each|following|a|an"
+    r"|both|these|their)? ?(following )?(ai |assistant'?s? |model'?s? |candidate )?(response|answer"
+    r"|output|completion|reply|replies|responses|answers|submission|essay|summary|quality)"
+    r"|on a scale (of|from) \d|\[\[rating\]\]|\[\[[ab]\]\]|which (response|answer|assistant|output)"
+    r" (is|was) better|reward model|preference (label|judgment)|impartial judge"
+    r"|(score|rating) (of|from|between) \d+ (to|and) \d+|\bscore:|rating:"
+)
+SAFE_REWRITE_PATTERN = (
+    r"(?i)(rewrite|rephrase|reword|reformulate|paraphrase|transform|turn|convert|sanitize)\b"
+    r"[^.]{0,80}\b(safe|safer|harmless|non-harmful|appropriate|policy[- ]compliant|benign"
+    r"|acceptable|responsible|non-violent)"
+    r"|(safe|safer|sanitized|harmless|policy-compliant) (version|rewrite|rephrasing|alternative"
+    r"|framing|wording)|without (violating|breaking) (the |any )?(policy|policies|guidelines|rules)"
+)
+
+
+def _text(t: ir.Table) -> ir.StringValue:
+    return t.prompt.fill_null("")
+
+
+def _with_system(t: ir.Table) -> ir.StringValue:
+    return (_text(t) + " " + t.system_prompt.fill_null("")) if "system_prompt" in t.columns \
+        else _text(t)
+
+
+def skeleton(text: ir.StringValue) -> ir.StringValue:
+    """The template a prompt was filled from: slots replaced, case and spacing folded."""
+    s = text.substr(0, SKELETON_CHARS)
+    for pattern, repl in SKELETON_RULES:
+        s = s.re_replace(pattern, repl)
+    return s.lower().re_replace(r"[^a-z<> ]+", " ").re_replace(r"\s+", " ").strip()
+
+
+@exchange_signal("template_id", "Hash of the prompt's template skeleton (numbers, names, "
+                 "quotes, code, URLs normalised): identical templates across accounts.",
+                 requires=("prompt",))
+def template_id(t: ir.Table) -> ir.Value:
+    sk = skeleton(_text(t))
+    return ibis.cases((sk.length() < 8, ibis.null("int64")), else_=sk.hash().cast("int64"))
+
+
+def band_count(cfg: dict) -> int:
+    """Template-family keys per exchange: the skeleton's head and tail, plus LSH bands."""
+    return 2 + int(cfg["templates"]["minhash_perms"]) // int(cfg["templates"]["band_rows"])
+
+
+def minhash_bands(text: ir.StringValue, perms: int, rows: int) -> list[ir.IntegerValue]:
+    """Template-family keys: the skeleton's opening and closing words, and LSH bands of
+    MinHash over its words. Slot-filled and paraphrased variants of one template share
+    some of them with high probability; unrelated prompts rarely do."""
+    sk = skeleton(text)
+    words = sk.split(" ").filter(
+        lambda w: (w.length() >= 3) & ~w.isin(STOPWORDS))
+    hashed = words.map(lambda w: w.hash().cast("int64") % MINHASH_PRIME)
+    mins = []
+    for i in range(perms):
+        a, b = 1_103_515_245 + 2 * i * 40_503 + 1, 12_345 + i * 2_654_435
+        mins.append(hashed.map(lambda x, a=a, b=b: (x.abs() * a + b) % MINHASH_PRIME).mins())
+    # The fixed instruction text of a template usually opens or closes it: the first and
+    # last words of the skeleton survive slot filling that moves most MinHash minima.
+    head = sk.re_extract(r"^((\S+ ){0,5}\S+)", 1)
+    tail = sk.re_extract(r"((\S+ ){0,5}\S+)$", 1)
+    bands = [ibis.cases((head.length() < 12, ibis.null("int64")),
+                        else_=(head.hash().cast("int64") % (1 << 59)) * 8 + 6),
+             ibis.cases((tail.length() < 12, ibis.null("int64")),
+                        else_=(tail.hash().cast("int64") % (1 << 59)) * 8 + 7)]
+    for j in range(perms // rows):
+        key = mins[j * rows]
+        for r in range(1, rows):
+            key = key * MINHASH_PRIME + mins[j * rows + r]
+        bands.append(((key % (1 << 59)) * 8 + j).cast("int64"))
+    return bands
+
+
+@exchange_signal("cot_elicitation", "The prompt or system prompt asks to reveal, reconstruct "
+                 "or write out step-by-step or internal reasoning.", requires=("prompt",),
+                 default=False)
+def cot_elicitation(t: ir.Table) -> ir.Value:
+    return _with_system(t).re_search(COT_PATTERN)
+
+
+@exchange_signal("grading_prompt", "A reward-model / rubric grading request: score or compare "
+                 "responses against criteria.", requires=("prompt",), default=False)
+def grading_prompt(t: ir.Table) -> ir.Value:
+    return _with_system(t).re_search(GRADING_PATTERN)
+
+
+@exchange_signal("safe_rewrite", "Asks for a 'safe rewrite' of a sensitive request: harvests "
+                 "refusal-boundary behaviour.", requires=("prompt",), default=False)
+def safe_rewrite(t: ir.Table) -> ir.Value:
+    return _with_system(t).re_search(SAFE_REWRITE_PATTERN)
