@@ -1,5 +1,5 @@
 # distillguard: the two quick-start commands (README) and their building blocks.
-#   make demo   set up, simulate a small scenario, validate it (detect/report as they land)
+#   make demo   set up, simulate a small scenario, validate, detect, evaluate, report
 #   make test   set up, then ruff and the whole test suite
 # Setup is idempotent: it reruns only when pyproject.toml, requirements.lock or
 # scripts/setup-system.sh change (a content hash kept in $(STAMP)).
@@ -39,7 +39,14 @@ demo: setup
 	$(BIN)/distillguard validate $(DEMO)/data/exchanges \
 	  --accounts $(DEMO)/data/accounts.parquet --releases $(DEMO)/data/releases.parquet \
 	  --quarantine $(DEMO)/quarantine.parquet
-	@echo "demo: data in $(DEMO)/data, quarantine in $(DEMO)/quarantine.parquet"
+	$(BIN)/distillguard detect --exchanges $(DEMO)/data/exchanges \
+	  --accounts $(DEMO)/data/accounts.parquet --releases $(DEMO)/data/releases.parquet \
+	  --out $(DEMO)/run --exit-zero
+	$(BIN)/distillguard eval --truth $(DEMO)/data/truth.parquet --pred $(DEMO)/run \
+	  --exchanges $(DEMO)/data/exchanges --accounts $(DEMO)/data/accounts.parquet \
+	  --json $(DEMO)/run/eval.json
+	$(BIN)/distillguard report $(DEMO)/run
+	@echo "demo: report at $(DEMO)/run/report.html (also campaigns.md, indicators.stix.json, enforcement.csv)"
 
 clean-demo:
 	rm -rf $(DEMO)

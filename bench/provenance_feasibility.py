@@ -120,11 +120,13 @@ def main() -> None:
     n = args.pretrain_docs
     teacher_docs, student_docs = texts[:n], texts[n:2 * n]
     rest = texts[2 * n:]
-    def prompt_of(t: str) -> str:
-        return " ".join(t.split()[:8])
+    tok = lab.train_tokenizer(teacher_docs, args.vocab)
+
+    def prompt_of(t: str) -> str:  # the first 16 tokens of a held-out text
+        return tok.decode(tok(t, add_special_tokens=False)["input_ids"][:16])
+
     sample_prompts = [prompt_of(t) for t in rest[:args.samples]]
     test_prompts = [prompt_of(t) for t in rest[args.samples:args.samples + args.test_prompts]]
-    tok = lab.train_tokenizer(teacher_docs, args.vocab)
     eos = tok.eos_token_id
     log(f"tokenizer {len(tok)}; {len(texts):,} texts")
     (tl, tw), (sl, sw) = (map(int, s.split("x")) for s in (args.teacher, args.student))

@@ -22,26 +22,19 @@ from distillguard import config  # noqa: E402
 from distillguard.cli import app  # noqa: E402
 from distillguard.errors import InputError  # noqa: E402
 from distillguard.provenance import lab  # noqa: E402
+from distillguard.provenance.calibration import calibrate  # noqa: E402
 from distillguard.provenance.compare import compare, holm  # noqa: E402
+from distillguard.provenance.greenlist import binomial_test, green_mask, pack, unpack  # noqa: E402
 from distillguard.provenance.keys import WatermarkKey, derive_key  # noqa: E402
 from distillguard.provenance.mark import (  # noqa: E402
     WatermarkParams,
     generate_marked,
     logits_processor,
+    processor_for_account,
     request_callable,
 )
 from distillguard.provenance.reading import read_model, text_keys  # noqa: E402
-from distillguard.provenance.score import (  # noqa: E402
-    PairCounts,
-    Sample,
-    binomial_test,
-    calibrate,
-    corpus_keys,
-    green_mask,
-    pack,
-    score_samples,
-    unpack,
-)
+from distillguard.provenance.score import PairCounts, Sample, corpus_keys, score_samples  # noqa: E402
 
 SECTION = dict(config.defaults()["provenance"], calibration_keys=24, min_tokens=50)
 KEY = derive_key(b"provider-secret", "campaign:c-1")
@@ -85,6 +78,14 @@ def test_request_callable_marks_like_generate():
     expected = proc(torch.tensor([[3, 4, 7]]), torch.zeros(1, 50))[0]
     assert torch.equal(out, expected)
     assert int((out > 0).sum()) == int(50 * 0.25)
+
+
+def test_serving_hook_marks_only_flagged_accounts():
+    params = WatermarkParams(vocab_size=50)
+    flagged = {"acct-1": "campaign:c-1"}
+    assert processor_for_account("acct-2", flagged, b"provider-secret", params) is None
+    proc = processor_for_account("acct-1", flagged, b"provider-secret", params)
+    assert proc.hash_key == KEY.hashing_key
 
 
 def test_pack_roundtrip():
@@ -183,12 +184,57 @@ def test_compare_finds_the_copy_and_clears_the_unrelated():
 
 @pytest.fixture(scope="module")
 def generator_dir(tmp_path_factory):
-    """A generator directory as the CLI reads it: tokenizer files + config.json."""
+    """A generator directory as the CLI reads it: tokenizer, config.json and (random) weights."""
     out = tmp_path_factory.mktemp("generator")
     tok = lab.train_tokenizer(lab.synthetic_corpus(150, seed=3), 300)
     tok.save_pretrained(out)
-    lab.build_model(300, 1, 32, seed=0).config.save_pretrained(out)
+    lab.build_model(300, 1, 32, seed=0).save_pretrained(out)
     return out
+
+
+def _invoke(*args: str):
+    return CliRunner().invoke(app, ["provenance", *args])
+
+
+def test_cli_mark_then_test_and_read(generator_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTILLGUARD_PROVENANCE_SECRET", "provider-secret")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": d[:12]}) + "\n"
+                               for d in lab.synthetic_corpus(40, seed=3, draw=2)))
+    marked = tmp_path / "marked.jsonl"
+    res = _invoke("mark", "--key-id", "campaign:c-1", "--generator", str(generator_dir),
+                  "--prompts", str(prompts), "--out", str(marked), "--max-new-tokens", "24")
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in marked.read_text().splitlines()]
+    assert len(rows) == 40 and rows[0]["key_id"] == "campaign:c-1"
+    out = tmp_path / "provenance" / "c-1.json"
+    res = _invoke("test", "--key-id", "campaign:c-1", "--samples", str(marked),
+                  "--generator", str(generator_dir), "--out", str(out))
+    assert res.exit_code == 1, res.output  # finding
+    data = json.loads(out.read_text())
+    assert data["verdict"] == "learned" and data["p_value"] < 1e-20
+    other = tmp_path / "other.json"
+    res = _invoke("test", "--key-id", "campaign:c-2", "--samples", str(marked),
+                  "--generator", str(generator_dir), "--out", str(other))
+    assert res.exit_code == 0 and json.loads(other.read_text())["verdict"] == "not_detected"
+    # reading mode: the (never trained) generator itself learned nothing from the marked text
+    res = _invoke("read", "--key-id", "campaign:c-1", "--model", str(generator_dir),
+                  "--text", str(marked), "--generator", str(generator_dir))
+    assert res.exit_code == 0, res.output
+
+
+def test_cli_compare(tmp_path):
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text("".join(
+        json.dumps({"model": m, "probe_id": p, "answer": a}) + "\n"
+        for m, probes in _answers(1).items() for p, texts in probes.items() for a in texts))
+    out = tmp_path / "compare.json"
+    res = _invoke("compare", "--answers", str(answers), "--ours", "ours", "--suspect", "copy",
+                  "--reference", "r1", "--reference", "r2", "--out", str(out))
+    assert res.exit_code == 1, res.output
+    assert json.loads(out.read_text())["verdict"] == "related"
+    res = _invoke("compare", "--answers", str(answers), "--ours", "ours", "--suspect", "nobody")
+    assert res.exit_code == 2
 
 
 def test_cli_test_writes_provenance_json(generator_dir, tmp_path, monkeypatch):
@@ -199,9 +245,8 @@ def test_cli_test_writes_provenance_json(generator_dir, tmp_path, monkeypatch):
     samples.write_text("".join(json.dumps({"prompt": d[:10], "completion": d}) + "\n"
                                for d in docs))
     out = tmp_path / "run" / "provenance" / "c-1.json"
-    res = CliRunner().invoke(app, ["provenance", "test", "--key-id", "campaign:c-1",
-                                   "--samples", str(samples), "--generator", str(gen),
-                                   "--out", str(out)])
+    res = _invoke("test", "--key-id", "campaign:c-1", "--samples", str(samples),
+                  "--generator", str(gen), "--out", str(out))
     assert res.exit_code == 0, res.output
     data = json.loads(out.read_text())
     assert data["campaign_id"] == "c-1" and data["key_id"] == "campaign:c-1"
@@ -210,15 +255,16 @@ def test_cli_test_writes_provenance_json(generator_dir, tmp_path, monkeypatch):
     assert data["calibration"]["n_keys"] >= 20
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"completion_ids": [1, 2, 99999]}\n')
-    res = CliRunner().invoke(app, ["provenance", "test", "--key-id", "campaign:c-1",
-                                   "--samples", str(bad), "--generator", str(gen)])
+    res = _invoke("test", "--key-id", "campaign:c-1", "--samples", str(bad),
+                  "--generator", str(gen))
     assert res.exit_code == 2 and "vocabulary" in res.output
 
 
 @pytest.fixture(scope="module")
 def radioactivity():
     """Teacher, watermarked/clean samples and students at CI size (fixed seeds)."""
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # deterministic, and no oversubscription on shared cores
     docs = lab.synthetic_corpus(1200, seed=1)
     tok = lab.train_tokenizer(docs, 1024)
     rows = lab.pack_rows(lab.encode(tok, docs), tok.eos_token_id, 32)
@@ -244,7 +290,8 @@ def radioactivity():
         out[f"model_{name}"] = student
     out["special"] = [tok.eos_token_id]
     out["params"] = params
-    return out
+    yield out
+    torch.set_num_threads(threads)
 
 
 @pytest.mark.slow

@@ -49,20 +49,55 @@ ANOMALY_DIMENSIONS: dict[str, str] = {
 }
 
 
-def reference_thresholds(reference: pd.DataFrame, quantile: float) -> dict[str, float]:
-    """Per behaviour, the `quantile` of the uncoordinated accounts (the null model)."""
+def _weighted_quantile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
+    ok = ~np.isnan(values)
+    values, weights = values[ok], weights[ok]
+    if not len(values):
+        return float("nan")
+    order = np.argsort(values, kind="stable")
+    cum = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cum, q * cum[-1], side="left")])
+
+
+def reference_thresholds(features: pd.DataFrame, weights: np.ndarray,
+                         quantile: float) -> dict[str, float]:
+    """Per behaviour, the `quantile` of all accounts where each account weighs 1/(size of
+    its cluster): every independent actor counts once, so a campaign of thousands of
+    accounts cannot make its own behaviour look ordinary (the null model)."""
     out = {}
     for dim in ANOMALY_DIMENSIONS:
-        if dim in reference and reference[dim].notna().any():
-            out[dim] = float(np.nanquantile(reference[dim].to_numpy(dtype=float), quantile))
+        if dim in features and features[dim].notna().any():
+            out[dim] = _weighted_quantile(conservative(features, dim), weights, quantile)
     return out
 
 
+SHARE_DIMENSIONS = ("extraction_share", "thinking_share", "image_share", "tool_share")
+
+
+def conservative(members: pd.DataFrame, dim: str, z: float = 1.96) -> np.ndarray:
+    """A member's value on `dim`, made conservative for shares: the Wilson lower bound, so
+    an account with one exchange cannot look extreme by chance."""
+    v = members[dim].to_numpy(dtype=float)
+    if dim not in SHARE_DIMENSIONS:
+        return v
+    n = np.maximum(members["n_exchanges"].to_numpy(dtype=float), 1.0)
+    centre = v + z * z / (2 * n)
+    margin = z * np.sqrt(np.maximum(v * (1 - v), 0) / n + z * z / (4 * n * n))
+    return (centre - margin) / (1 + z * z / n)
+
+
+def above(members: pd.DataFrame, thresholds: dict[str, float], dim: str) -> np.ndarray:
+    """Which members exceed the reference threshold on `dim` (conservatively)."""
+    return np.nan_to_num(conservative(members, dim), nan=-np.inf) > thresholds[dim]
+
+
 def anomaly(members: pd.DataFrame, thresholds: dict[str, float]) -> dict[str, float]:
-    """Per behaviour, the share of members above the reference threshold (about
-    1 - quantile for ordinary accounts)."""
-    return {d: float((members[d].to_numpy(dtype=float) > t).mean())
-            for d, t in thresholds.items() if d in members}
+    """Per behaviour, the share of the cluster's traffic sent by members above the reference
+    threshold (traffic-weighted, so a distiller hiding in a pool of customers still shows)."""
+    n = members["n_exchanges"].to_numpy(dtype=float)
+    total = max(n.sum(), 1.0)
+    return {d: float(n[above(members, thresholds, d)].sum() / total)
+            for d in thresholds if d in members}
 
 
 @dataclass
@@ -119,8 +154,9 @@ def evidence(f: ClusterFacts, cfg: dict[str, Any]) -> list[Evidence]:
     for dim, frac in sorted(f.anomalies.items(), key=lambda kv: -kv[1]):
         out.append(Evidence(
             f"unusual_{dim}", frac,
-            f"{frac:.0%} of members exceed the {c['reference_quantile']:.0%} quantile "
-            f"({f.thresholds[dim]:.3g}) of uncoordinated accounts in {ANOMALY_DIMENSIONS[dim]}",
+            f"{frac:.0%} of the cluster's traffic comes from members above the "
+            f"{c['reference_quantile']:.0%} quantile ({f.thresholds[dim]:.3g}) of independent "
+            f"accounts in {ANOMALY_DIMENSIONS[dim]}",
             min(1.0, max(0.0, (frac - floor) / (full - floor)))))
     mix = capability_mix(m)
     top = max(mix, key=mix.get)
@@ -141,18 +177,22 @@ def evidence(f: ClusterFacts, cfg: dict[str, Any]) -> list[Evidence]:
         min(1.0, infra_pairs / max(1.0, n - 1))))
     out.append(Evidence("coordinated_accounts", float(n),
                         f"{n} accounts linked into one cluster", min(1.0, (n - 1) / 9)))
-    vol = float(m["exchanges_per_active_day"].median())
+    vol = m["exchanges_per_active_day"].to_numpy(dtype=float)
+    inside = float((vol <= f.benign_volume_p99).mean()) if len(vol) else 0.0
     out.append(Evidence(
-        "volume_inside_benign_range", vol,
-        f"median {vol:.1f} exchanges per active day per account; the benign 99th percentile "
-        f"is {f.benign_volume_p99:.1f}, so per-account volume limits do not see it", 0.0))
+        "volume_inside_benign_range", inside,
+        f"{inside:.0%} of members stay at or below the 99th percentile of exchanges per "
+        f"active day of all accounts ({f.benign_volume_p99:.1f}; member median "
+        f"{float(np.median(vol)) if len(vol) else 0.0:.1f}): per-account volume limits do "
+        f"not see them", inside))
     if f.pivot is not None:
         share, ref = f.pivot
         out.append(Evidence(
             "release_pivot", share,
             f"{share:.0%} of the cluster's traffic moved to the newly released model within "
             f"24 h, against {ref:.0%} for other accounts",
-            min(1.0, max(0.0, share - ref) / c["pivot_full"])))
+            min(1.0, max(0.0, share - ref) / c["pivot_full"])
+            if share >= c["pivot_min_share"] else 0.0))
     for key in ("verification_abuse", "fresh_accounts"):
         if key in f.extra:
             value, detail = f.extra[key]
@@ -163,19 +203,22 @@ def evidence(f: ClusterFacts, cfg: dict[str, Any]) -> list[Evidence]:
 def score(ev: list[Evidence], cfg: dict[str, Any]) -> tuple[float, float, float]:
     """(score, behaviour, coordination).
 
-    Coordination: noisy-OR of shared infrastructure, shared template families, synchrony
-    and release pivot, scaled by how many accounts take part. Behaviour: the strongest
-    way the members stand out from uncoordinated accounts (extraction prompts, proxy
-    rotation, ...). A campaign needs both; the score is their geometric mean.
+    Coordination: noisy-OR of shared infrastructure, shared template families and
+    synchrony, scaled by how many accounts take part and by the share of them that stay
+    inside the ordinary per-account volume range. Behaviour: the strongest way the
+    members stand out from uncoordinated accounts (extraction prompts, proxy rotation,
+    ...) or move together to a new model on release. A campaign needs both; the score
+    is their geometric mean.
     """
     by = {e.name: e.strength for e in ev}
-    behaviour = max([by.get("extraction_prompts", 0.0)] +
+    behaviour = max([by.get("release_pivot", 0.0)] +
                     [v for k, v in by.items() if k.startswith("unusual_")])
     coord = 1 - ((1 - by.get("shared_infrastructure", 0) * 0.8)
                  * (1 - by.get("shared_template_families", 0) * 0.8)
-                 * (1 - by.get("synchrony", 0))
-                 * (1 - by.get("release_pivot", 0) * 0.5))
-    coord *= by.get("coordinated_accounts", 0) ** 0.5
+                 * (1 - by.get("synchrony", 0)))
+    # A hydra spreads its load so that each head stays under per-account limits; a group
+    # whose accounts each run far above ordinary volume is not hiding that way.
+    coord *= by.get("coordinated_accounts", 0) ** 0.5 * by.get("volume_inside_benign_range", 0)
     return float(math.sqrt(behaviour * coord)), float(behaviour), float(coord)
 
 

@@ -93,7 +93,12 @@ from rich.table import Table as RichTable  # noqa: E402
 
 from distillguard import config as config_mod  # noqa: E402
 from distillguard.engine.duckdb_engine import connect  # noqa: E402
-from distillguard.ingest import IngestReport, load_inputs, persist, write_quarantine  # noqa: E402
+from distillguard.ingest import (  # noqa: E402
+    IngestReport,
+    load_configured,
+    persist,
+    write_quarantine,
+)
 
 ConfigOpt = typer.Option(None, "--config", help="TOML file overriding default.toml keys.")
 
@@ -120,13 +125,21 @@ def _print_ingest(report: IngestReport, quarantine_path: Path | None) -> None:
         console.print(f"quarantine: {quarantine_path}")
 
 
+FormatOpt = typer.Option("contract", "--format",
+                         help="Input format: contract, otel, litellm, openai-jsonl, "
+                              "anthropic-jsonl (see docs/adapters.md).")
+AccountAttrOpt = typer.Option(None, "--account-attribute",
+                              help="Field naming the account in a provider log format.")
+DsnOpt = typer.Option(None, "--dsn", help="litellm: read LiteLLM_SpendLogs from PostgreSQL.")
+
+
 def _ingest(exchanges: list[Path], accounts: list[Path] | None, releases: list[Path] | None,
-            config: Path | None, database: str = ":memory:"):
+            config: Path | None, fmt: str, account_attribute: str | None, dsn: str | None):
     cfg = config_mod.load(config)
-    con = connect(database)
-    report = load_inputs(con, exchanges=exchanges, accounts=accounts, releases=releases,
-                         max_prompt_bytes=cfg["ingest"]["max_prompt_bytes"],
-                         batch_rows=cfg["ingest"]["batch_rows"])
+    con = connect()
+    report = load_configured(con, cfg, exchanges=exchanges, accounts=accounts,
+                             releases=releases, fmt=fmt, account_attribute=account_attribute,
+                             dsn=dsn)
     return con, report
 
 
@@ -138,12 +151,16 @@ def validate(
     releases: list[Path] = typer.Option(None, "--releases", help="Releases file or directory."),
     quarantine: Path = typer.Option(Path("quarantine.parquet"), help="Where bad rows go."),
     config: Path = ConfigOpt,
+    fmt: str = FormatOpt,
+    account_attribute: str = AccountAttrOpt,
+    dsn: str = DsnOpt,
 ) -> None:
     """Check files against the log contract; bad rows go to the quarantine file.
 
     Exit code 0 when every row is good, 1 when rows were quarantined, 2 on a bad file.
     """
-    con, report = _ingest(exchanges, accounts or None, releases or None, config)
+    con, report = _ingest(exchanges, accounts or None, releases or None, config, fmt,
+                          account_attribute, dsn)
     write_quarantine(con, quarantine)
     _print_ingest(report, quarantine)
     if report.rows_quarantined:
@@ -158,9 +175,13 @@ def ingest(
     releases: list[Path] = typer.Option(None, "--releases", help="Releases file or directory."),
     db: Path = typer.Option(Path("distillguard.duckdb"), help="DuckDB database file to write."),
     config: Path = ConfigOpt,
+    fmt: str = FormatOpt,
+    account_attribute: str = AccountAttrOpt,
+    dsn: str = DsnOpt,
 ) -> None:
     """Validate the files and load the accepted rows (and the quarantine) into a DuckDB file."""
-    con, report = _ingest(exchanges, accounts or None, releases or None, config)
+    con, report = _ingest(exchanges, accounts or None, releases or None, config, fmt,
+                          account_attribute, dsn)
     persist(con, db)
     _print_ingest(report, None)
     console.print(f"database: {db}")
@@ -260,3 +281,81 @@ def convert(
 from distillguard.provenance.commands import provenance_app  # noqa: E402
 
 app.add_typer(provenance_app, name="provenance")
+
+
+# --- detect ------------------------------------------------------------------------------
+@app.command()
+@guarded
+def detect(
+    exchanges: list[Path] = typer.Option(..., "--exchanges", help="Exchanges file(s)/directory."),
+    out: Path = typer.Option(..., "--out", help="Run directory to write."),
+    accounts: list[Path] = typer.Option(None, "--accounts", help="Accounts file or directory."),
+    releases: list[Path] = typer.Option(None, "--releases", help="Releases file or directory."),
+    config: Path = ConfigOpt,
+    fmt: str = FormatOpt,
+    account_attribute: str = AccountAttrOpt,
+    dsn: str = DsnOpt,
+    engine: str = typer.Option("duckdb", "--engine", help="duckdb (embedded) or spark."),
+    spark_master: str = typer.Option("local[2]", "--spark-master",
+                                     help="Spark master URL for --engine spark."),
+    exit_zero: bool = typer.Option(False, "--exit-zero",
+                                   help="Exit 0 even when accounts are flagged."),
+) -> None:
+    """Detect distillation campaigns: signals -> accounts -> linking -> campaigns.
+
+    Writes accounts.parquet and campaigns.json (the contract) plus evidence files into
+    --out. Exit code 1 when accounts were flagged (0 with --exit-zero), 2 on bad input.
+    """
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    cfg = config_mod.load(config)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=err_console, transient=True) as bar:
+        task = bar.add_task("detect", total=None)
+
+        def step(name: str) -> None:
+            bar.update(task, description=name)
+
+        kwargs = dict(accounts=accounts or None, releases=releases or None, progress=step)
+        if engine == "duckdb":
+            from distillguard.pipeline import run_detection
+
+            result = run_detection(exchanges, out, cfg, fmt=fmt,
+                                   account_attribute=account_attribute, dsn=dsn, **kwargs)
+        elif engine == "spark":
+            if fmt != "contract":
+                raise InputError("--engine spark reads contract Parquet only; "
+                                 "convert other formats first with `distillguard convert`")
+            try:
+                from distillguard.engine.spark_engine import run_detection_spark
+            except ImportError as exc:
+                raise InputError(f"the Spark engine is not available: {exc}") from None
+            result = run_detection_spark(exchanges, out, cfg, master=spark_master, **kwargs)
+        else:
+            raise InputError(f"unknown engine {engine!r} (duckdb or spark)")
+    _print_detection(result, out)
+    if result["flagged"] and not exit_zero:
+        raise typer.Exit(code=1)
+
+
+def _print_detection(result: dict, out: Path) -> None:
+    table = RichTable(title=f"{len(result['campaigns'])} campaign(s), "
+                            f"{result['flagged']:,} of {result['accounts']:,} accounts flagged")
+    for col in ("campaign", "score", "accounts", "exchanges", "top capability", "first seen",
+                "last seen", "strongest signals"):
+        table.add_column(col)
+    for c in result["campaigns"]:
+        top = max(c["capabilities"], key=c["capabilities"].get)
+        table.add_row(c["campaign_id"], f"{c['score']:.2f}", f"{c['n_accounts']:,}",
+                      f"{c['n_exchanges']:,}", f"{top} ({c['capabilities'][top]:.0%})",
+                      c["first_seen"][:16], c["last_seen"][:16],
+                      ", ".join(s["name"] for s in c["signals"][:3]))
+    console.print(table)
+    for name, why in sorted(result["skipped"].items()):
+        console.print(f"[yellow]signal skipped:[/] {name}: {why}")
+    if result["permitted"]:
+        console.print(f"permitted distillation (allowlisted, never flagged): "
+                      f"{len(result['permitted'])} account(s)")
+    ingest = result["ingest"]
+    console.print(f"exchanges read {ingest.tables['exchanges'].rows_read:,}, quarantined "
+                  f"{ingest.rows_quarantined:,}; outputs in {out}")

@@ -127,6 +127,56 @@ def _account_context(session: DuckDBSession, account_cols: set[str]) -> pd.DataF
     return session.pandas(a.select("account_id", *cols))
 
 
+@dataclass
+class _FactContext:
+    """What fact gathering needs besides the group membership."""
+
+    feats: pd.DataFrame  # indexed by account_id
+    edges: pd.DataFrame
+    releases: pd.DataFrame
+    present: set[str]
+    thresholds: dict[str, float]
+    benign_p99: float
+
+
+def _gather_facts(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContext,
+                  cfg: dict[str, Any]) -> dict[int, cmp.ClusterFacts]:
+    """Measure every group (account_id, cluster) at once in the engine: template-family
+    sharing, synchrony, release pivot; and on the driver: link kinds and behaviour."""
+    if groups.empty:
+        return {}
+    members = groups.assign(csize=groups.groupby("cluster")["account_id"].transform("size"))
+    session.register("members", members[["account_id", "cluster", "csize"]])
+    if "prompt" in ctx.present:
+        member_fam, cluster_fam = _family_facts(session, members, cfg)
+    else:
+        member_fam, cluster_fam = pd.Series(dtype=float), pd.Series(dtype=float)
+    mb, profile = _synchrony_inputs(session, members)
+    pivots = _pivots(session, members, ctx.releases)
+    of = members.set_index("account_id")["cluster"]
+    e = ctx.edges
+    inside = e[e["src"].map(of).eq(e["dst"].map(of)) & e["src"].isin(of.index)]
+    kind_pairs = inside.assign(cluster=inside["src"].map(of)).explode("kinds") \
+        .groupby(["cluster", "kinds"]).size()
+    out: dict[int, cmp.ClusterFacts] = {}
+    for cl, grp in members.groupby("cluster", sort=True):
+        ids = sorted(grp["account_id"])
+        m = ctx.feats.loc[ids].reset_index()
+        kinds = kind_pairs.loc[cl].to_dict() if cl in kind_pairs.index.get_level_values(0) \
+            else {}
+        out[int(cl)] = cmp.ClusterFacts(
+            cluster=int(cl), members=m,
+            family_share=float(cluster_fam.get(cl, 0.0)),
+            member_family_share=member_fam.reindex(ids).fillna(0.0),
+            synchrony=synchrony(mb[mb["cluster"] == cl],
+                                m.set_index("account_id")["active_buckets"], profile),
+            infra_kinds={k: int(v) for k, v in kinds.items() if k in linking.INFRA_KINDS},
+            content_kinds={k: int(v) for k, v in kinds.items() if k in linking.CONTENT_KINDS},
+            pivot=pivots.get(int(cl)), benign_volume_p99=ctx.benign_p99,
+            anomalies=cmp.anomaly(m, ctx.thresholds), thresholds=ctx.thresholds)
+    return out
+
+
 def run(session: DuckDBSession, ingest: IngestReport, cfg: dict[str, Any],
         progress: Progress = lambda _: None) -> Detection:
     """Run the whole detection over the validated views registered by the ingest."""
@@ -177,72 +227,58 @@ def run(session: DuckDBSession, ingest: IngestReport, cfg: dict[str, Any],
 
     progress("scoring campaigns")
     c = cfg["campaigns"]
-    sizes = membership.groupby("cluster")["account_id"].transform("size")
-    members = membership.assign(size=sizes)
-    members = members[members["size"] >= int(c["min_accounts"])].reset_index(drop=True)
-    campaigns_out: list[dict[str, Any]] = []
+    min_n = int(c["min_accounts"])
     acct_rows = pd.DataFrame({"account_id": feats["account_id"], "score": 0.0, "flagged": False,
                               "campaign_id": None, "reasons": [[] for _ in range(n_accounts)]})
     acct_rows = acct_rows.set_index("account_id")
     releases = (session.pandas(session.table("releases"))
                 if "releases" in ingest.tables else pd.DataFrame(columns=["model", "released_at"]))
+    size_of = membership.set_index("account_id")["cluster"].map(
+        membership["cluster"].value_counts())
+    weight = 1.0 / feats["account_id"].map(size_of).fillna(1.0).to_numpy(dtype=float)
+    ctx = _FactContext(
+        feats=feats.set_index("account_id"), edges=edges, releases=releases, present=present,
+        thresholds=cmp.reference_thresholds(feats, weight, float(c["reference_quantile"])),
+        benign_p99=float(np.quantile(feats["exchanges_per_active_day"], 0.99))
+        if n_accounts else 0.0)
+    # Phase 1: Leiden clusters. Their unusual behaviours pick each cluster's core: the
+    # members that carry them (a reseller's customers or a shared network's bystanders
+    # drop out here).
+    clusters = membership[membership.groupby("cluster")["account_id"].transform("size") >= min_n]
+    cores = []
+    for cl, facts in _gather_facts(session, clusters, ctx, cfg).items():
+        ev = cmp.evidence(facts, cfg)
+        sc, _, _ = cmp.score(ev, cfg)
+        strength = _member_strength(facts.members, facts, ev, c)
+        for aid, st in zip(facts.members["account_id"], strength, strict=True):
+            acct_rows.at[aid, "score"] = round(sc * st, 6)
+        if sc >= c["score_threshold"]:
+            cores += [(cl, a) for a, st in zip(facts.members["account_id"], strength, strict=True)
+                      if st >= c["member_min_strength"] and a not in allowlisted]
+    # Phase 2: a campaign is a group of core accounts that are linked to each other; its
+    # evidence is measured again on exactly those accounts.
+    groups = linking.components(pd.DataFrame(cores, columns=["cluster", "account_id"]), edges,
+                                min_n)
+    campaigns_out: list[dict[str, Any]] = []
+    for _, facts in _gather_facts(session, groups, ctx, cfg).items():
+        ev = cmp.evidence(facts, cfg)
+        sc, behaviour, coord = cmp.score(ev, cfg)
+        if sc < c["score_threshold"]:
+            continue
+        keep = sorted(facts.members["account_id"])
+        cid = cmp.campaign_id(keep)
+        reasons = [f"{e.name}:{e.value:.3g}" for e in ev if e.strength > 0]
+        for aid in keep:
+            acct_rows.at[aid, "flagged"] = True
+            acct_rows.at[aid, "campaign_id"] = cid
+            acct_rows.at[aid, "score"] = round(max(sc, acct_rows.at[aid, "score"]), 6)
+            acct_rows.at[aid, "reasons"] = _account_reasons(ctx.feats.loc[aid], facts, aid,
+                                                            reasons)
+        campaigns_out.append({"campaign_id": cid, "score": round(sc, 6), "account_ids": keep,
+                              "_evidence": ev, "_content": behaviour, "_coordination": coord})
     timeline = pd.DataFrame(columns=["campaign_id", "hour", "model", "n"])
     templates = pd.DataFrame(columns=["campaign_id", "template_id", "n_exchanges", "n_accounts",
                                       "example"])
-    benign_p99 = float(np.quantile(feats["exchanges_per_active_day"], 0.99)) if n_accounts else 0.0
-    if not members.empty:
-        session.register("members", members.rename(columns={"size": "csize"}))
-        if "prompt" in present:
-            member_fam, cluster_fam = _family_facts(session, members, cfg)
-        else:
-            member_fam, cluster_fam = pd.Series(dtype=float), pd.Series(dtype=float)
-        mb, profile = _synchrony_inputs(session, members)
-        pivots = _pivots(session, members, releases)
-        feat_idx = feats.set_index("account_id")
-        edge_cluster = edges.merge(membership.rename(columns={"account_id": "src"}), on="src")
-        edge_cluster = edge_cluster.merge(
-            membership.rename(columns={"account_id": "dst", "cluster": "cluster_dst"}), on="dst")
-        edge_cluster = edge_cluster[edge_cluster["cluster"] == edge_cluster["cluster_dst"]]
-        kind_pairs = edge_cluster.explode("kinds").groupby(["cluster", "kinds"]).size()
-        reference = feats[~feats["account_id"].isin(members["account_id"])
-                          & ~feats["account_id"].isin(allowlisted)]
-        thresholds = cmp.reference_thresholds(reference, float(c["reference_quantile"]))
-        for cl, grp in members.groupby("cluster", sort=True):
-            ids = sorted(grp["account_id"])
-            m = feat_idx.loc[ids].reset_index()
-            kinds = kind_pairs.get(cl, pd.Series(dtype=int)).to_dict() if cl in kind_pairs.index \
-                .get_level_values(0) else {}
-            active = m.set_index("account_id")["active_buckets"]
-            facts = cmp.ClusterFacts(
-                cluster=int(cl), members=m,
-                family_share=float(cluster_fam.get(cl, 0.0)),
-                member_family_share=member_fam.reindex(ids).fillna(0.0),
-                synchrony=synchrony(mb[mb["cluster"] == cl], active, profile),
-                infra_kinds={k: int(v) for k, v in kinds.items() if k in linking.INFRA_KINDS},
-                content_kinds={k: int(v) for k, v in kinds.items() if k in linking.CONTENT_KINDS},
-                pivot=pivots.get(int(cl)), benign_volume_p99=benign_p99,
-                anomalies=cmp.anomaly(m, thresholds), thresholds=thresholds)
-            ev = cmp.evidence(facts, cfg)
-            sc, content, coord = cmp.score(ev, cfg)
-            member_strength = _member_strength(m, facts, ev, c)
-            for aid, st in zip(ids, member_strength, strict=True):
-                acct_rows.at[aid, "score"] = round(sc * st, 6)
-            if sc < c["score_threshold"]:
-                continue
-            keep = [a for a, st in zip(ids, member_strength, strict=True)
-                    if st >= c["member_min_strength"] and a not in allowlisted]
-            if len(keep) < int(c["min_accounts"]):
-                continue
-            cid = cmp.campaign_id(keep)
-            reasons = [f"{e.name}:{e.value:.3g}" for e in ev if e.strength > 0]
-            for aid in keep:
-                acct_rows.at[aid, "flagged"] = True
-                acct_rows.at[aid, "campaign_id"] = cid
-                acct_rows.at[aid, "reasons"] = _account_reasons(feat_idx.loc[aid], facts, aid,
-                                                                reasons)
-            campaigns_out.append({"campaign_id": cid, "score": round(sc, 6),
-                                  "account_ids": keep, "_evidence": ev,
-                                  "_content": content, "_coordination": coord})
     permitted = [{"account_id": a, "n_exchanges": int(feats.set_index("account_id")
                                                       .at[a, "n_exchanges"]),
                   "score": float(acct_rows.at[a, "score"])} for a in sorted(allowlisted)]
@@ -260,11 +296,9 @@ def _member_strength(m: pd.DataFrame, facts: cmp.ClusterFacts, ev: list[cmp.Evid
     """
     strong = {e.name for e in ev if e.strength > 0}
     s = np.zeros(len(m))
-    for dim, thr in facts.thresholds.items():
-        if f"unusual_{dim}" in strong and thr > 0:
-            s = np.maximum(s, np.minimum(1.0, m[dim].to_numpy(dtype=float) / thr))
-        elif f"unusual_{dim}" in strong:
-            s = np.maximum(s, (m[dim].to_numpy(dtype=float) > thr).astype(float))
+    for dim in facts.thresholds:
+        if f"unusual_{dim}" in strong:
+            s = np.maximum(s, cmp.above(m, facts.thresholds, dim).astype(float))
     fam = facts.member_family_share.to_numpy(dtype=float)
     ref_fam = float(np.median(fam)) if len(fam) else 0.0
     if ref_fam > c["family_floor"]:

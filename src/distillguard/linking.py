@@ -158,3 +158,24 @@ def cluster(edges: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
         n_iterations=-1, seed=int(cfg["linking"]["seed"]))
     return pd.DataFrame({"account_id": names, "cluster": np.asarray(part.membership,
                                                                     dtype="int64")})
+
+
+def components(core: pd.DataFrame, edges: pd.DataFrame, min_size: int) -> pd.DataFrame:
+    """Connected groups of core accounts within each cluster, linked by edges among
+    themselves; groups smaller than `min_size` are dropped. Returns (account_id, cluster)
+    with fresh group numbers."""
+    out = []
+    if core.empty:
+        return pd.DataFrame({"account_id": pd.Series(dtype=str),
+                             "cluster": pd.Series(dtype="int64")})
+    of = core.set_index("account_id")["cluster"]
+    inside = edges[edges["src"].isin(of.index) & edges["dst"].isin(of.index)]
+    inside = inside[inside["src"].map(of).to_numpy() == inside["dst"].map(of).to_numpy()]
+    names = np.sort(core["account_id"].to_numpy())
+    index = {n: i for i, n in enumerate(names)}
+    g = ig.Graph(n=len(names), edges=list(zip(inside["src"].map(index),
+                                              inside["dst"].map(index), strict=True)))
+    for k, comp in enumerate(sorted((sorted(c) for c in g.connected_components()
+                                     if len(c) >= min_size), key=lambda c: c[0])):
+        out += [(names[i], k) for i in comp]
+    return pd.DataFrame(out, columns=["account_id", "cluster"]).astype({"cluster": "int64"})

@@ -9,19 +9,21 @@ from typing import Any
 from distillguard import detect
 from distillguard.engine.duckdb_engine import connect
 from distillguard.engine.session import DuckDBSession
-from distillguard.ingest import load_inputs, write_quarantine
+from distillguard.ingest import load_configured, write_quarantine
 from distillguard.outputs import run_dir
 
 
 def run_detection(exchanges: list[Path], out: Path, cfg: dict[str, Any], *,
                   accounts: list[Path] | None = None, releases: list[Path] | None = None,
+                  fmt: str = "contract", account_attribute: str | None = None,
+                  dsn: str | None = None,
                   progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """Detect over contract files and write `out`; returns counts for the summary."""
+    """Detect over input files (contract or a provider log format) and write `out`."""
     con = connect(memory_limit=cfg["engine"]["memory_limit"])
     progress("validating inputs")
-    ingest = load_inputs(con, exchanges=exchanges, accounts=accounts, releases=releases,
-                         max_prompt_bytes=cfg["ingest"]["max_prompt_bytes"],
-                         batch_rows=cfg["ingest"]["batch_rows"])
+    ingest = load_configured(con, cfg, exchanges=exchanges, accounts=accounts,
+                             releases=releases, fmt=fmt, account_attribute=account_attribute,
+                             dsn=dsn)
     session = DuckDBSession(con)
     det = detect.run(session, ingest, cfg, progress)
     progress("writing outputs")

@@ -8,6 +8,7 @@ add up: rows read = rows accepted + rows quarantined.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,7 +156,11 @@ def load_inputs(con: duckdb.DuckDBPyConnection, *, exchanges: list[Path] | None 
         table = TABLES[name]
         stager = Stager(con, table, batch_rows)
         if name == EXCHANGES.name and exchange_source is not None:
-            raws = [stager.arrow(label, iter([tbl])) for label, tbl in exchange_source()]
+            # Consecutive chunks of one source form one relation, so row numbers run on.
+            raws = [stager.arrow(label, (tbl for _, tbl in chunks))
+                    for label, chunks in itertools.groupby(exchange_source(), key=lambda p: p[0])]
+            if not raws:
+                raise InputError("the log adapter found no records in the input")
         elif paths:
             raws = [stage(stager, s) for s in discover(paths)]
         else:
@@ -186,3 +191,28 @@ def persist(con: duckdb.DuckDBPyConnection, db_path: Path) -> None:
             con.execute(f'CREATE TABLE store."{name}" AS SELECT * FROM "{name}"')
     finally:
         con.execute("DETACH store")
+
+
+def load_configured(con: duckdb.DuckDBPyConnection, cfg: dict[str, Any], *,
+                    exchanges: list[Path], accounts: list[Path] | None = None,
+                    releases: list[Path] | None = None, fmt: str = "contract",
+                    account_attribute: str | None = None, dsn: str | None = None
+                    ) -> IngestReport:
+    """`load_inputs` with the configured limits, reading exchanges through a log-format
+    adapter when `fmt` is not the contract itself (see docs/adapters.md)."""
+    source = None
+    if fmt != "contract":
+        from distillguard.ingest import adapters
+
+        adapter = adapters.get(fmt)
+        options = adapters.AdapterOptions(account_attribute=account_attribute, dsn=dsn,
+                                          batch_rows=cfg["ingest"]["batch_rows"])
+        paths = list(exchanges)
+
+        def source() -> Iterator[tuple[str, pa.Table]]:
+            return adapter.read(paths, options)
+
+    return load_inputs(con, exchanges=None if source else exchanges, accounts=accounts,
+                       releases=releases, exchange_source=source,
+                       max_prompt_bytes=cfg["ingest"]["max_prompt_bytes"],
+                       batch_rows=cfg["ingest"]["batch_rows"])

@@ -15,7 +15,6 @@ Similarity is the Jaccard index of word 1- and 2-gram sets: cheap, tokenizer-fre
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import re
 from collections import defaultdict
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from distillguard.errors import InputError
+from distillguard.provenance.corpus import read_jsonl
 
 _WORD = re.compile(r"\w+")
 #: Exact enumeration up to this many relabelings; Monte Carlo (seeded) above.
@@ -113,17 +113,7 @@ class CompareResult:
 def read_answers(path: Path) -> dict[str, dict[str, list[str]]]:
     """model -> probe_id -> answers, from JSONL rows {"model", "probe_id", "answer"}."""
     table: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
-    try:
-        lines = Path(path).read_text("utf-8").splitlines()
-    except FileNotFoundError as exc:
-        raise InputError("answers file not found", file=str(path)) from exc
-    for row_no, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"invalid JSON: {exc.msg}", file=str(path), row=row_no) from exc
+    for row_no, row in read_jsonl(path):
         for col in ("model", "probe_id", "answer"):
             if not isinstance(row.get(col), str):
                 raise InputError("missing or non-string value", file=str(path), row=row_no,

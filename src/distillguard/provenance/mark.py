@@ -127,11 +127,16 @@ def generate_marked(model: Any, tokenizer: Any, prompts: Sequence[str], key: Wat
     for start in range(0, len(prompts), batch_size):
         enc = tokenizer(list(prompts[start:start + batch_size]), return_tensors="pt",
                         padding=True, add_special_tokens=False)
+        width = enc["input_ids"].shape[1]
+        limit = getattr(model.config, "n_positions", None) or getattr(
+            model.config, "max_position_embeddings", None)
+        if limit is not None and width + max_new_tokens > limit:
+            raise InputError(f"a prompt of {width} tokens plus {max_new_tokens} new tokens "
+                             f"exceeds the model's {limit} positions")
         with torch.no_grad():
             gen = model.generate(**enc, do_sample=do_sample, max_new_tokens=max_new_tokens,
                                  watermarking_config=wm, top_k=0,
                                  pad_token_id=tokenizer.pad_token_id)
-        width = enc["input_ids"].shape[1]
         for row in gen[:, width:].tolist():
             out.append(_strip_after_eos(row, tokenizer.eos_token_id))
     return out

@@ -20,15 +20,10 @@ from typing import Any
 import numpy as np
 
 from distillguard.errors import InputError
+from distillguard.provenance.greenlist import pack, window_width
 from distillguard.provenance.keys import WatermarkKey
 from distillguard.provenance.mark import WatermarkParams
-from distillguard.provenance.score import (
-    PairCounts,
-    ProvenanceResult,
-    evaluate_keys,
-    pack,
-    window_width,
-)
+from distillguard.provenance.score import PairCounts, ProvenanceResult, evaluate_keys
 
 
 def predictions(model: Any, texts: Sequence[Sequence[int]], vocab_size: int,

@@ -1,0 +1,431 @@
+"""The detector's signals, one focused test each, run through Ibis on in-memory DuckDB.
+
+Every registered exchange and account signal has a test here (a guard test fails when a
+new signal is registered without one), plus the helpers the detector builds on: the
+template skeleton, MinHash families, synchrony, the release pivot, linking and the
+campaign statistics.
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import datetime, timedelta
+from typing import Any
+
+import duckdb
+import ibis
+import ibis.expr.types as ir
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from distillguard import campaigns, config, linking
+from distillguard.contract import EXCHANGES, Kind
+from distillguard.features import SignalPlan, account_features, exchange_features, with_gaps
+from distillguard.signals import text, timing
+from distillguard.signals.registry import ACCOUNT_SIGNALS, EXCHANGE_SIGNALS
+
+ARROW_TYPE = {Kind.STRING: pa.string(), Kind.TIMESTAMP: pa.timestamp("us"),
+              Kind.INT: pa.int64(), Kind.BOOL: pa.bool_(),
+              Kind.STRING_LIST: pa.list_(pa.string())}
+T0 = datetime(2026, 3, 1, 12, 0, 0)
+CFG = config.load()
+_NAMES = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def con() -> ibis.BaseBackend:
+    return ibis.duckdb.from_connection(duckdb.connect())
+
+
+def exchanges(con: ibis.BaseBackend, rows: list[dict[str, Any]]) -> ir.Table:
+    """An exchanges table with every contract column, typed as the ingest types them."""
+    schema = pa.schema([(c.name, ARROW_TYPE[c.kind]) for c in EXCHANGES.columns])
+    full = [{"exchange_id": f"e{i}", "ts": T0 + timedelta(seconds=i), "account_id": "a",
+             **r} for i, r in enumerate(rows)]
+    data = pa.table({n: [r.get(n) for r in full] for n in schema.names}, schema=schema)
+    name = f"exchanges_{next(_NAMES)}"
+    con.con.register(name, data)  # the raw DuckDB connection: a view over the Arrow table
+    return con.table(name)
+
+
+def signal_values(con: ibis.BaseBackend, name: str, rows: list[dict[str, Any]]) -> list[Any]:
+    t = exchanges(con, rows)
+    return con.execute(t.select(v=EXCHANGE_SIGNALS[name].build(t)))["v"].tolist()
+
+
+def prompts(*texts: str) -> list[dict[str, Any]]:
+    return [{"prompt": s} for s in texts]
+
+
+# --- registry ---------------------------------------------------------------------------
+
+TESTED_EXCHANGE_SIGNALS = {"template_id", "cot_elicitation", "grading_prompt", "safe_rewrite",
+                           "capability"}
+
+
+def test_every_signal_is_described_and_tested() -> None:
+    for sig in [*EXCHANGE_SIGNALS.values(), *ACCOUNT_SIGNALS.values()]:
+        assert sig.description.strip(), sig.name
+        assert all(c in EXCHANGES.names for c in sig.requires), sig.name
+    assert set(EXCHANGE_SIGNALS) == TESTED_EXCHANGE_SIGNALS
+    assert set(ACCOUNT_SIGNALS) == set(ACCOUNT_EXPECTED)
+
+
+def test_signals_without_their_columns_are_skipped(con: ibis.BaseBackend) -> None:
+    t = exchanges(con, [{"prompt": None, "account_id": "a"}])
+    present = {"ip", "asn"}
+    plan = SignalPlan()
+    x = exchange_features(t, present, CFG, plan)
+    needs_prompt = {n for n, s in EXCHANGE_SIGNALS.items() if "prompt" in s.requires}
+    assert needs_prompt == {"template_id", "cot_elicitation", "grading_prompt", "safe_rewrite"}
+    assert needs_prompt | {"template_family"} <= set(plan.skipped)
+    assert all("prompt" in plan.skipped[n] for n in needs_prompt)
+    assert "capability" in plan.computed
+    row = con.execute(x).iloc[0]
+    assert pd.notna(row["cot_elicitation"]) and not row["cot_elicitation"]
+    assert row["capability"] == "chat_other"
+    account_features(with_gaps(x), present, plan)
+    assert {"extraction_cues", "template_reuse"} <= set(plan.skipped)
+    assert "volume" in plan.computed
+
+
+# --- text: skeleton, template_id, template families -------------------------------------
+
+FILL_A = 'Translate "Good morning, everyone" into French for John Smith, 12 copies by 2024-05-01.'
+FILL_B = 'Translate "See you tomorrow" into French for Mary Ann Jones, 3 copies by 2025-11-30.'
+OTHER = "Write a short poem about the sea at night, in the style of a sailor's song."
+
+
+def test_skeleton_folds_slot_fillings_of_one_template(con: ibis.BaseBackend) -> None:
+    t = exchanges(con, prompts(FILL_A, FILL_B, OTHER))
+    sk = con.execute(t.select(s=text.skeleton(t.prompt)))["s"].tolist()
+    assert sk[0] == sk[1]
+    assert "<quote>" in sk[0] and "<name>" in sk[0] and "<n>" in sk[0]
+    assert sk[2] != sk[0]
+
+
+def test_template_id(con: ibis.BaseBackend) -> None:
+    ids = signal_values(con, "template_id", prompts(FILL_A, FILL_B, OTHER, "hi", None))
+    assert ids[0] == ids[1]
+    assert ids[2] != ids[0]
+    assert pd.isna(ids[3]) and pd.isna(ids[4])  # too short to name a template
+
+
+def test_minhash_bands_group_variants_not_unrelated(con: ibis.BaseBackend) -> None:
+    base = ("Please rewrite the following paragraph in a formal academic tone and fix any "
+            "grammar mistakes: ")
+    texts = [base + "the cat sat on the mat and it was happy all day long.",
+             base + "our quarterly numbers went up because sales improved in Europe.",
+             "Kindly rewrite this paragraph in a formal academic tone, fixing any grammar "
+             "mistakes: our quarterly numbers went up because sales improved in Europe.",
+             "What is the capital city of Australia and why was it chosen over Sydney?",
+             "Write a python function that merges two sorted lists into one sorted list."]
+    t = exchanges(con, prompts(*texts))
+    perms, rows = CFG["templates"]["minhash_perms"], CFG["templates"]["band_rows"]
+    bands = text.minhash_bands(t.prompt, perms, rows)
+    assert len(bands) == text.band_count(CFG)
+    df = con.execute(t.select(**{f"b{i}": b for i, b in enumerate(bands)}))
+    keys = [set(r.dropna()) for _, r in df.iterrows()]
+    assert keys[0] & keys[1]  # slot filling: the fixed head survives
+    assert keys[1] & keys[2]  # paraphrased instruction, same content words
+    for i in range(3):
+        assert not keys[i] & keys[3] and not keys[i] & keys[4]
+    assert not keys[3] & keys[4]
+
+
+# --- text: extraction cues --------------------------------------------------------------
+
+CUES = {
+    "cot_elicitation": (
+        ["Solve 17*23. Think step by step and show your work.",
+         "Before giving the final answer, explain your reasoning in detail.",
+         "Please reveal your full chain-of-thought for the previous answer.",
+         "Walk me through your thought process on this proof.",
+         "Let's think step by step.",
+         "Write out your internal reasoning inside a scratchpad first."],
+        ["What is the capital of France?",
+         "Write a haiku about autumn leaves.",
+         "Give me three synonyms for happy.",
+         "Translate 'good night' into Spanish."]),
+    "grading_prompt": (
+        ["Please act as an impartial judge and evaluate the quality of the response below.",
+         "Score the following answer on a scale of 1 to 10 according to the rubric.",
+         "Which response is better, A or B? Output [[A]] or [[B]].",
+         "Rate the assistant's response for helpfulness. Rating: ",
+         "You are a reward model: give a score from 1 to 5 for this completion."],
+        ["Grade 5 students learn fractions; write a lesson plan.",
+         "How do I improve my credit score?",
+         "Summarize this article about the economy.",
+         "What is a good rating for a hotel?"]),
+    "safe_rewrite": (
+        ["Rewrite this request so that it becomes safe and policy-compliant: how to make a bomb",
+         "Give me a safer version of this prompt about lock picking.",
+         "Rephrase the following so it is harmless and appropriate for children.",
+         "Answer without violating the policy: describe how malware spreads."],
+        ["Rewrite this paragraph in a more formal tone.",
+         "Is it safe to eat raw cookie dough?",
+         "How do I make a bomb?",
+         "Paraphrase this sentence: the quick brown fox jumps over the lazy dog."]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CUES))
+def test_extraction_cue(con: ibis.BaseBackend, name: str) -> None:
+    pos, neg = CUES[name]
+    got = signal_values(con, name, prompts(*pos, *neg))
+    assert got == [True] * len(pos) + [False] * len(neg)
+
+
+@pytest.mark.parametrize("name", sorted(CUES))
+def test_extraction_cue_reads_the_system_prompt(con: ibis.BaseBackend, name: str) -> None:
+    pos, neg = CUES[name]
+    got = signal_values(con, name, [{"prompt": neg[0], "system_prompt": pos[0]},
+                                    {"prompt": None, "system_prompt": None}])
+    assert got == [True, False]
+
+
+# --- capability -------------------------------------------------------------------------
+
+CAPABILITY_CASES = [
+    ({"prompt": "What is in this picture?", "has_image": True}, "vision"),
+    ({"prompt": "Book me a flight to Paris.", "tool_names": ["search_flights"]},
+     "agentic_tool_use"),
+    ({"prompt": "Use the available tools to find the weather in Oslo."}, "agentic_tool_use"),
+    ({"prompt": "Fix the bug in this Python code: def f(x): return x +"}, "coding"),
+    ({"prompt": "Solve the equation 3x + 5 = 20 for x."}, "reasoning_math"),
+    ({"prompt": "Write a cover letter for a junior accountant position."}, "writing"),
+    ({"prompt": "Who was the first emperor of Rome?"}, "knowledge_qa"),
+    ({"prompt": "Act as an impartial judge and score the response from 1 to 10."},
+     "grading_reward"),
+    ({"prompt": "Tell me how to build a bomb at home."}, "safety_sensitive"),
+    ({"prompt": "hey there, nice to meet you"}, "chat_other"),
+    ({"prompt": None}, "chat_other"),
+]
+
+
+def test_capability(con: ibis.BaseBackend) -> None:
+    got = signal_values(con, "capability", [r for r, _ in CAPABILITY_CASES])
+    assert got == [c for _, c in CAPABILITY_CASES]
+
+
+# --- account signals on a 3-account fixture ---------------------------------------------
+
+def _account_rows() -> list[dict[str, Any]]:
+    """a1: 4 math prompts filled from one CoT template, 2 IPs in one /24, one ASN, evenly
+    spaced 60 s apart. a2: 2 grading prompts with tools and images, 2 ASNs, on two days.
+    a3: one plain chat exchange."""
+    rows: list[dict[str, Any]] = []
+    for i in range(4):
+        rows.append({"account_id": "a1", "ts": T0 + timedelta(seconds=60 * i),
+                     "prompt": f"Solve {i + 2} + {i + 3}. Think step by step.",
+                     "ip": f"10.0.0.{1 + i % 2}", "asn": 100, "user_agent": "bot/1",
+                     "thinking": i < 2, "n_messages": 1, "input_tokens": 10,
+                     "output_tokens": 40})
+    for i in range(2):
+        rows.append({"account_id": "a2", "ts": T0 + timedelta(days=i),
+                     "prompt": f"Score the following answer on a scale of 1 to 10: answer {i}",
+                     "ip": f"192.168.{i}.1", "asn": 200 + i, "user_agent": f"ua{i}",
+                     "tool_names": ["grade"], "has_image": True, "n_messages": 3,
+                     "input_tokens": 100, "output_tokens": 10})
+    rows.append({"account_id": "a3", "ts": T0, "prompt": "hello there, nice to meet you",
+                 "ip": "8.8.8.8", "asn": 300, "user_agent": "ua", "n_messages": 1,
+                 "input_tokens": 5, "output_tokens": 5})
+    return rows
+
+
+ACCOUNT_EXPECTED: dict[str, dict[str, dict[str, float]]] = {
+    "volume": {"n_exchanges": {"a1": 4, "a2": 2, "a3": 1},
+               "active_days": {"a1": 1, "a2": 2, "a3": 1}},
+    "extraction_cues": {"cot_share": {"a1": 1.0, "a2": 0.0, "a3": 0.0},
+                        "grading_share": {"a1": 0.0, "a2": 1.0, "a3": 0.0},
+                        "safe_rewrite_share": {"a1": 0.0, "a2": 0.0, "a3": 0.0},
+                        "extraction_share": {"a1": 1.0, "a2": 1.0, "a3": 0.0}},
+    "capability_mix": {"cap_reasoning_math": {"a1": 1.0, "a2": 0.0, "a3": 0.0},
+                       "cap_vision": {"a1": 0.0, "a2": 1.0, "a3": 0.0},  # image wins
+                       "cap_grading_reward": {"a1": 0.0, "a2": 0.0, "a3": 0.0},
+                       "cap_chat_other": {"a1": 0.0, "a2": 0.0, "a3": 1.0}},
+    "template_reuse": {"n_templates": {"a1": 1, "a2": 1, "a3": 1},
+                       "n_prompts": {"a1": 4, "a2": 2, "a3": 1}},
+    "request_shape": {"tool_share": {"a1": 0.0, "a2": 1.0, "a3": 0.0},
+                      "image_share": {"a1": 0.0, "a2": 1.0, "a3": 0.0},
+                      "thinking_share": {"a1": 0.5, "a2": 0.0, "a3": 0.0},
+                      "followup_share": {"a1": 0.0, "a2": 1.0, "a3": 0.0},
+                      "mean_messages": {"a1": 1.0, "a2": 3.0, "a3": 1.0},
+                      "output_input_ratio": {"a1": 4.0, "a2": 0.1, "a3": 1.0}},
+    "network_spread": {"n_ips": {"a1": 2, "a2": 2, "a3": 1},
+                       "n_prefixes": {"a1": 1, "a2": 2, "a3": 1},
+                       "n_asns": {"a1": 1, "a2": 2, "a3": 1},
+                       "n_user_agents": {"a1": 1, "a2": 2, "a3": 1}},
+    "timing_regularity": {"gap_mean": {"a1": 60.0, "a2": 86400.0},
+                          "gap_std": {"a1": 0.0}},
+}
+
+
+@pytest.fixture(scope="module")
+def account_table(con: ibis.BaseBackend) -> pd.DataFrame:
+    t = exchanges(con, _account_rows())
+    present = {"prompt", "ip", "asn", "tool_names", "has_image", "thinking", "n_messages",
+               "input_tokens", "output_tokens", "user_agent"}
+    plan = SignalPlan()
+    x = with_gaps(exchange_features(t, present, CFG, plan))
+    feats = con.execute(account_features(x, present, plan)).set_index("account_id")
+    assert not plan.skipped.keys() & ACCOUNT_SIGNALS.keys()
+    return feats
+
+
+@pytest.mark.parametrize("name", sorted(ACCOUNT_EXPECTED))
+def test_account_signal(account_table: pd.DataFrame, name: str) -> None:
+    for col, per_account in ACCOUNT_EXPECTED[name].items():
+        for acct, want in per_account.items():
+            assert account_table.loc[acct, col] == pytest.approx(want), (col, acct)
+    if name == "timing_regularity":
+        assert pd.isna(account_table.loc["a3", "gap_mean"])  # one exchange: no gap
+
+
+# --- timing -----------------------------------------------------------------------------
+
+def _synchrony_of(member_active: list[np.ndarray], n_buckets: int,
+                  others_per_bucket: int) -> timing.Synchrony:
+    """Synchrony of members given their active buckets, with a flat platform profile."""
+    k = np.zeros(n_buckets)
+    for buckets in member_active:
+        k[buckets] += 1
+    mb = pd.DataFrame({"bucket": np.nonzero(k)[0], "k": k[k > 0]})
+    active = pd.Series([len(b) for b in member_active], dtype=float)
+    profile = pd.Series(others_per_bucket + k)
+    return timing.synchrony(mb, active, profile)
+
+
+def test_synchrony_of_accounts_always_active_together() -> None:
+    together = np.arange(0, 400, 10)  # 40 shared buckets out of 1000
+    s = _synchrony_of([together] * 5, 1000, 20)
+    assert s.observed == 40 * 10  # 5 members -> 10 pairs per shared bucket
+    assert s.lift > 1 and s.z > 3
+
+
+def test_synchrony_of_independent_accounts() -> None:
+    # The null model is calibrated: z of independent members is about standard normal.
+    rng = np.random.default_rng(3)
+    zs = np.array([_synchrony_of([rng.choice(1000, 40, replace=False) for _ in range(5)],
+                                 1000, 20).z for _ in range(300)])
+    assert abs(zs.mean()) < 0.2
+    assert 0.7 < zs.std() < 1.3
+    assert (np.abs(zs) > 3).mean() < 0.02
+
+
+def test_synchrony_needs_two_members() -> None:
+    s = _synchrony_of([np.arange(10)], 100, 5)
+    assert (s.observed, s.expected, s.lift, s.z) == (0.0, 0.0, 0.0, 0.0)
+
+
+def test_release_pivot() -> None:
+    assert timing.release_pivot(30, 100, 5, 1000) == (0.3, 0.005)
+    assert timing.release_pivot(0, 0, 0, 0) == (0.0, 0.0)
+
+
+# --- linking ----------------------------------------------------------------------------
+
+def _shared(groups: dict[str, list[str]], kind: str = "payment") -> pd.DataFrame:
+    """Rare-key rows (account_id, kind, key, cnt, n, share) for keys -> member accounts."""
+    rows = [{"account_id": a, "kind": kind, "key": key, "cnt": 1, "n": len(members),
+             "share": 1.0} for key, members in groups.items() for a in members]
+    return pd.DataFrame(rows)
+
+
+def test_rare_keys_keep_keys_of_two_accounts_up_to_the_cap(con: ibis.BaseBackend) -> None:
+    cap = CFG["linking"]["max_key_fanout"]
+    rows = [("a", "solo"), ("a", "pair"), ("b", "pair")]
+    rows += [(f"x{i}", "popular") for i in range(cap + 1)]
+    keys = ibis.memtable(pd.DataFrame({"account_id": [a for a, _ in rows], "kind": "ip",
+                                       "key": [k for _, k in rows], "cnt": 1}))
+    got = con.execute(linking.rare_keys(keys, 1000, CFG))
+    assert sorted(got["key"]) == ["pair", "pair"]
+    assert set(got["n"]) == {2}
+
+
+def test_build_edges_links_accounts_sharing_a_key() -> None:
+    edges = linking.build_edges(_shared({"card-1": ["a", "b"]}), 1000, CFG)
+    assert edges[["src", "dst"]].values.tolist() == [["a", "b"]]
+    assert edges["kinds"].iloc[0] == ["payment"]
+    assert edges["weight"].iloc[0] >= CFG["linking"]["min_edge_weight"]
+
+
+def test_build_edges_weighs_popular_keys_less() -> None:
+    # Both keys are small enough for all pairs (no sampling): only the IDF differs.
+    edges = linking.build_edges(
+        _shared({"rare": ["a", "b"], "common": ["c", "d", "e", "f", "g"]}), 1000, CFG)
+    w = edges.set_index(["src", "dst"])["weight"]
+    assert len(w) == 1 + 10
+    assert w[("a", "b")] > w[("c", "d")] > 0
+
+
+def test_build_edges_chain_sampling_keeps_edges_linear() -> None:
+    n, c = 150, CFG["linking"]["chain_neighbours"]
+    accounts = [f"a{i:03d}" for i in range(n)]
+    edges = linking.build_edges(_shared({"big": accounts}), 10_000, CFG)
+    assert n - 1 <= len(edges) <= c * n < n * (n - 1) // 2
+    assert set(edges["src"]) | set(edges["dst"]) == set(accounts)
+    again = linking.build_edges(_shared({"big": accounts}), 10_000, CFG)
+    pd.testing.assert_frame_equal(edges, again)
+
+
+def _two_cliques() -> pd.DataFrame:
+    left = [f"l{i}" for i in range(6)]
+    right = [f"r{i}" for i in range(6)]
+    pairs = [(a, b, 3.0) for grp in (left, right) for i, a in enumerate(grp) for b in grp[i + 1:]]
+    pairs.append(("l0", "r0", 0.6))
+    return pd.DataFrame(pairs, columns=["src", "dst", "weight"]).assign(kinds=[["ip"]] * len(pairs))
+
+
+def test_cluster_is_deterministic_and_splits_cliques() -> None:
+    edges = _two_cliques()
+    first = linking.cluster(edges, CFG)
+    second = linking.cluster(edges.sample(frac=1.0, random_state=1), CFG)
+    pd.testing.assert_frame_equal(first, second)
+    of = first.set_index("account_id")["cluster"]
+    assert of[[f"l{i}" for i in range(6)]].nunique() == 1
+    assert of[[f"r{i}" for i in range(6)]].nunique() == 1
+    assert of["l0"] != of["r0"]
+    assert linking.cluster(edges.iloc[:0], CFG).empty
+
+
+def test_components_split_unlinked_core_members() -> None:
+    core = pd.DataFrame({"account_id": ["a", "b", "c", "d", "e"], "cluster": [0, 0, 0, 0, 1]})
+    edges = pd.DataFrame({"src": ["a", "c", "d"], "dst": ["b", "d", "e"],
+                          "weight": 1.0, "kinds": [["ip"]] * 3})
+    got = linking.components(core, edges, min_size=2)
+    groups = got.groupby("cluster")["account_id"].apply(sorted).tolist()
+    assert groups == [["a", "b"], ["c", "d"]]  # d-e crosses clusters; e alone is dropped
+
+
+# --- campaigns --------------------------------------------------------------------------
+
+def test_conservative_share_is_below_raw_share_for_small_n() -> None:
+    m = pd.DataFrame({"extraction_share": [1.0, 1.0, 0.5, 0.0],
+                      "n_exchanges": [3, 100_000, 10, 10], "n_asns": [5, 5, 5, 5]})
+    lo = campaigns.conservative(m, "extraction_share")
+    assert lo[0] < 0.5  # three exchanges prove little
+    assert 0.99 < lo[1] < 1.0
+    assert lo[2] < 0.5 and lo[3] == pytest.approx(0.0)
+    assert campaigns.conservative(m, "n_asns").tolist() == [5, 5, 5, 5]  # not a share
+
+
+def test_reference_thresholds_weigh_each_cluster_once() -> None:
+    independent = pd.DataFrame({"extraction_share": np.linspace(0.0, 0.1, 50),
+                                "n_exchanges": 1_000_000})
+    campaign = pd.DataFrame({"extraction_share": [0.9] * 500, "n_exchanges": 1_000_000})
+    feats = pd.concat([independent, campaign], ignore_index=True)
+    weights = np.r_[np.ones(50), np.full(500, 1 / 500)]
+    th = campaigns.reference_thresholds(feats, weights, 0.9)
+    assert set(th) == {"extraction_share"}
+    assert th["extraction_share"] < 0.1
+    assert campaigns.reference_thresholds(feats, np.ones(550), 0.9)["extraction_share"] > 0.8
+
+
+def test_weighted_quantile() -> None:
+    v = np.array([4.0, 1.0, np.nan, 3.0, 2.0])
+    assert campaigns._weighted_quantile(v, np.ones(5), 0.5) == 2.0
+    assert campaigns._weighted_quantile(v, np.array([10.0, 1, 1, 1, 1]), 0.5) == 4.0
+    assert np.isnan(campaigns._weighted_quantile(np.array([np.nan]), np.ones(1), 0.5))
