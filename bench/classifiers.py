@@ -25,13 +25,17 @@ import ibis
 import numpy as np
 import pandas as pd
 
-from distillguard.contract import CAPABILITIES, EXCHANGES
 import distillguard.features  # noqa: F401  (registers every signal)
+from distillguard.contract import CAPABILITIES, EXCHANGES
 from distillguard.ingest.validate import SQL_TYPE
 from distillguard.signals.registry import ACCOUNT_SIGNALS, EXCHANGE_SIGNALS
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "prompts"
 JUDGE_FILE = "distill_judge_grading_prompts"
+METAMATH = "distill_metamath_augmentation_prompts"
+# How the files' system prompts declare functions (BFCL-live, Glaive, ToolBench, CAMEL).
+TOOL_DECLARATION = (r"Available functions \(JSON\)|access to the following functions"
+                    r"|^Tools:|\nTools:|You are AutoGPT")
 CUES = ("cot_elicitation", "grading_prompt", "safe_rewrite")
 
 # The files' `category` (upstream labels where they exist, otherwise a keyword heuristic
@@ -60,8 +64,13 @@ COT_REFERENCE = re.compile(
     r" (full |complete |detailed |brief |short |step-by-step )?(reasoning|rationale"
     r"|thought process|thinking|work(ing)?|calculations?|logic|justification|derivation)\b"
     r"|(justify|explain) (your|the) (answer|choice|response)"
-    r"|show (your|all|the) (steps|work)",
+    r"|show (your|all|the) (steps|work)"
+    r"|(write down|write out|show|provide|list|give) (the |your |a )?reasoning steps?",
     re.IGNORECASE)
+# ... unless the request is negated ("don't explain your answer, just give the patterns").
+COT_NEGATED = re.compile(
+    r"(don'?t|do not|no need to|without|never) (explain|show|justify|provide|give|include)"
+    r" (me )?(your|the|any) ", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -71,10 +80,12 @@ class Measured:
     rows: pd.DataFrame  # file, kind, category, expected, cue flags, capability, cot_label
 
 
-def load(data_dir: Path, per_file: int | None = None, seed: int = 0
-         ) -> ibis.BaseBackend:
+def load(data_dir: Path, per_file: int | None = None, seed: int = 0,
+         tools_from_system: bool = False) -> ibis.BaseBackend:
     """An in-memory DuckDB holding `exchanges` (contract-typed) plus the files' labels;
-    `per_file` keeps a fixed-seed sample of at most that many rows per file."""
+    `per_file` keeps a fixed-seed sample of at most that many rows per file.
+    `tools_from_system` fills `tool_names` where the system prompt carries the function
+    definitions (as real API traffic carries them in the tools field)."""
     files = sorted(data_dir.glob("*.jsonl"))
     if not files:
         raise FileNotFoundError(f"no *.jsonl prompt files in {data_dir}")
@@ -96,6 +107,9 @@ def load(data_dir: Path, per_file: int | None = None, seed: int = 0
     given = {"exchange_id": "CAST(row_number() OVER (ORDER BY file, text, system) AS VARCHAR)",
              "ts": "TIMESTAMP '2026-01-01 00:00:00'", "account_id": "file",
              "prompt": "text", "system_prompt": "system"}
+    if tools_from_system:
+        given["tool_names"] = (f"CASE WHEN regexp_matches(system, '{TOOL_DECLARATION}') "
+                               "THEN ['declared'] END")
     cols = [f"{given.get(c.name, f'NULL::{SQL_TYPE[c.kind]}')} AS {c.name}"
             for c in EXCHANGES.columns]
     raw.execute(f"CREATE TABLE exchanges AS SELECT {', '.join(cols)}, file, kind, category "
@@ -109,7 +123,8 @@ def measure(con: ibis.BaseBackend) -> Measured:
     sig = {n: EXCHANGE_SIGNALS[n].build(t) for n in (*CUES, "capability")}
     df = con.execute(t.select("file", "kind", "category", "prompt", "system_prompt", **sig))
     text = df["prompt"].fillna("") + " " + df["system_prompt"].fillna("")
-    df["cot_label"] = text.map(lambda s: COT_REFERENCE.search(s) is not None)
+    df["cot_label"] = text.map(lambda s: COT_REFERENCE.search(s) is not None
+                               and COT_NEGATED.search(s) is None)
     df["expected"] = df["category"].map(CATEGORY_MAP).fillna("chat_other")
     return Measured(df.drop(columns=["prompt", "system_prompt"]))
 
@@ -133,9 +148,11 @@ def grading_rates(m: Measured) -> dict[str, float]:
     return rates(d["grading_prompt"], d["file"] == JUDGE_FILE)
 
 
-def cot_rates(m: Measured) -> dict[str, float]:
-    """CoT elicitation against the COT_REFERENCE labels, all files."""
-    return rates(m.rows["cot_elicitation"], m.rows["cot_label"])
+def cot_rates(m: Measured, without_fobar: bool = False) -> dict[str, float]:
+    """CoT elicitation against the COT_REFERENCE labels, all files (or all but the
+    MetaMath file, whose 230 FOBAR prompts share one "Let's think step by step" ending)."""
+    d = m.rows[m.rows["file"] != METAMATH] if without_fobar else m.rows
+    return rates(d["cot_elicitation"], d["cot_label"])
 
 
 def organic_fpr(m: Measured, cue: str) -> float:
@@ -179,15 +196,19 @@ def signal_list() -> str:
 def report(m: Measured) -> str:
     d = m.rows
     parts = ["## Registered signals", signal_list()]
-    g, c = grading_rates(m), cot_rates(m)
+    g, c, c2 = grading_rates(m), cot_rates(m), cot_rates(m, without_fobar=True)
     cue_rows = [{"classifier": "grading_prompt", "positives": f"{JUDGE_FILE} ({g['n_pos']})",
                  "negatives": f"organic files ({g['n_neg']})", **{k: g[k] for k in
                                                                  ("precision", "recall", "fpr")}},
                 {"classifier": "cot_elicitation",
                  "positives": f"COT_REFERENCE matches ({c['n_pos']})",
                  "negatives": f"all other rows ({c['n_neg']})",
-                 **{k: c[k] for k in ("precision", "recall", "fpr")}}]
-    fobar = d["file"].eq("distill_metamath_augmentation_prompts") & d["cot_label"]
+                 **{k: c[k] for k in ("precision", "recall", "fpr")}},
+                {"classifier": "cot_elicitation (without MetaMath)",
+                 "positives": f"COT_REFERENCE matches ({c2['n_pos']})",
+                 "negatives": f"all other rows ({c2['n_neg']})",
+                 **{k: c2[k] for k in ("precision", "recall", "fpr")}}]
+    fobar = d["file"].eq(METAMATH) & d["cot_label"]
     parts += ["## Extraction cues", markdown(pd.DataFrame(cue_rows)),
               f"cot_elicitation recall on the MetaMath FOBAR prompts that end in "
               f"\"Let's think step by step\": {_fmt(float(d.loc[fobar, 'cot_elicitation'].mean()))}"
@@ -215,10 +236,12 @@ def main() -> None:
     parser.add_argument("--per-file", type=int, default=None,
                         help="fixed-seed sample of at most this many rows per file")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tools-from-system", action="store_true",
+                        help="set tool_names where the system prompt declares functions")
     args = parser.parse_args()
     if not args.data.is_dir() or not any(args.data.glob("*.jsonl")):
         sys.exit(f"error: no prompt files (*.jsonl) in {args.data}; pass --data DIR")
-    print(report(measure(load(args.data, args.per_file, args.seed))))
+    print(report(measure(load(args.data, args.per_file, args.seed, args.tools_from_system))))
 
 
 if __name__ == "__main__":

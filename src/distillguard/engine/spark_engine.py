@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ibis
+import ibis.expr.datatypes as dt
 import ibis.expr.operations as ops
 import ibis.expr.types as ir
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import sqlglot.expressions as sge
 from ibis.backends.sql.compilers.pyspark import PySparkCompiler
 
 from distillguard.contract import TABLES, Kind, Table
@@ -70,15 +72,33 @@ def spark_session(master: str = "local[2]", cfg: dict[str, Any] | None = None,
 
 
 class _Compiler(PySparkCompiler):
-    """Ibis' PySpark compiler with `hash()` as Spark's 64-bit `xxhash64`.
+    """Ibis' PySpark compiler, adjusted where Spark's SQL differs from DuckDB's.
 
-    Ibis types `hash()` as int64 but compiles it to Spark's `hash`, a 32-bit Murmur3:
-    int64 arithmetic on it then runs in 32 bits and overflows (an ANSI error in the
-    MinHash of `signals/text.py`). The values still differ from DuckDB's `hash()`; see
-    `distillguard.engine.hashing` for a hash that is the same on both engines.
+    - `hash()`: Ibis types it int64 but compiles it to Spark's 32-bit Murmur3 `hash`, so
+      int64 arithmetic on it runs in 32 bits and overflows (the MinHash of
+      `signals/text.py`); Spark's 64-bit `xxhash64` matches the declared type. Values
+      still differ from DuckDB's `hash()`: `engine.portable.stable_hash` is the same on
+      both.
+    - `epoch_seconds()`: DuckDB's `epoch()` keeps the fraction of a second, Spark's
+      `unix_timestamp` drops it (gaps between requests differ).
+    - float -> integer casts: DuckDB rounds half to even, Spark truncates (time buckets
+      differ); `bround` rounds as DuckDB does.
     """
 
     SIMPLE_OPS = {**PySparkCompiler.SIMPLE_OPS, ops.Hash: "xxhash64"}
+
+    def visit_ExtractEpochSeconds(self, op: ops.ExtractEpochSeconds, *,
+                                  arg: sge.Expression) -> sge.Expression:
+        micros = self.f.unix_micros(self.cast(arg, dt.timestamp))
+        return sge.Div(this=micros, expression=sge.convert(1_000_000.0))
+
+    def visit_Cast(self, op: ops.Cast, *, arg: sge.Expression, to: dt.DataType
+                   ) -> sge.Expression:
+        source = op.arg.dtype
+        if to.is_integer() and (source.is_floating() or isinstance(op.arg,
+                                                                    ops.ExtractEpochSeconds)):
+            return self.cast(self.f.bround(arg), to)
+        return super().visit_Cast(op, arg=arg, to=to)
 
 
 class SparkEngineSession:
@@ -260,20 +280,19 @@ class SparkIngest:
             F.col("_row").alias("row"), F.col("_column").alias("column"),
             F.col("_reason").alias("reason"))
         good = checked.filter("_reason IS NULL")
+        counts = checked.agg(F.count(F.lit(1)).alias("n"), F.count("_reason").alias("bad"))
+        read, quarantined = counts.first()
         if table.key:
-            good, dups = self._dedupe(table, good)
+            good, dups, n_dup = self._dedupe(table, good)
             bad = bad.unionByName(dups)
+            quarantined += n_dup
         good.select(*[_q(c) for c in table.names]).createOrReplaceTempView(table.name)
-        bad = bad.persist()
         self.quarantines.append(bad)
-        report = TableReport(table.name, files=files)
-        report.rows_read = checked.count()
-        report.rows_quarantined = bad.count()
-        report.rows_accepted = report.rows_read - report.rows_quarantined
-        report.columns_present = [c for c in table.names if c in stored]
-        return report
+        return TableReport(table.name, files=files, rows_read=read, rows_accepted=read - quarantined,
+                           rows_quarantined=quarantined,
+                           columns_present=[c for c in table.names if c in stored])
 
-    def _dedupe(self, table: Table, good: DataFrame) -> tuple[DataFrame, DataFrame]:
+    def _dedupe(self, table: Table, good: DataFrame) -> tuple[DataFrame, DataFrame, int]:
         """Keep the first row (file, row order) of each key; quarantine the others. Only the
         small (key, first, n) table of duplicated keys is shuffled back (broadcast)."""
         from pyspark.sql import functions as F
@@ -283,6 +302,7 @@ class SparkIngest:
         dup = (good.groupBy(key).agg(F.min(F.struct("_file", "_row")).alias("_first"),
                                      F.count(F.lit(1)).alias("_n"))
                .filter("_n > 1").withColumnRenamed(key, "_k").persist())
+        n_dup = int(dup.agg(F.sum(F.col("_n") - 1)).first()[0] or 0)
         joined = good.join(F.broadcast(dup), good[key] == dup["_k"], "left")
         is_first = (F.col("_k").isNull() | ((F.col("_file") == F.col("_first._file"))
                                             & (F.col("_row") == F.col("_first._row"))))
@@ -293,7 +313,7 @@ class SparkIngest:
             F.concat(F.lit(f"duplicate {key} (first at file "), F.col("_first._file"),
                      F.lit(" row "), F.col("_first._row").cast("string"),
                      F.lit(")")).alias("reason"))
-        return keep, dups
+        return keep, dups, n_dup
 
     def quarantine(self) -> DataFrame:
         """All quarantined rows (possibly none), as the `quarantine` view."""

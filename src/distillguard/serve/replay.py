@@ -56,13 +56,16 @@ def _batches(con: duckdb.DuckDBPyConnection, size: int) -> Iterator[pa.Table]:
         yield pa.Table.from_batches(buffer)
 
 
-def _load(con: duckdb.DuckDBPyConnection, scenario: Path) -> None:
+def _load(con: duckdb.DuckDBPyConnection, scenario: Path, hours: float | None) -> None:
     for name in ("exchanges", "accounts.parquet", "truth.parquet"):
         if not (scenario / name).exists():
             raise InputError(f"not a simulated scenario directory: {name} is missing",
                              file=str(scenario))
     lit = str(scenario).replace("'", "''")
     con.execute(f"CREATE TABLE ex AS SELECT * FROM read_parquet('{lit}/exchanges/**/*.parquet')")
+    if hours is not None:
+        con.execute("DELETE FROM ex WHERE ts >= (SELECT min(ts) FROM ex) + to_microseconds("
+                    "CAST(? * 3600e6 AS BIGINT))", [float(hours)])
     con.execute("CREATE TABLE _feed AS SELECT *, row_number() OVER (ORDER BY ts, exchange_id) "
                 "AS _ts_order FROM ex")
     con.execute(f"CREATE TABLE acc AS SELECT * FROM read_parquet('{lit}/accounts.parquet')")
@@ -97,8 +100,12 @@ def _due(con: duckdb.DuckDBPyConnection, table: str, index: int) -> list[dict[st
 
 
 def replay(scenario: Path, db: Path, cfg: dict[str, Any], token: str, batch_size: int = 100,
+           hours: float | None = None,
            progress: Progress = lambda done, total: None) -> dict[str, Any]:
-    """Feed SCENARIO's exchanges to a fresh service on DB; return the time-to-action table."""
+    """Feed SCENARIO's exchanges to a fresh service on DB; return the time-to-action table.
+
+    With `hours`, only the scenario's first HOURS of simulated time are replayed.
+    """
     from fastapi.testclient import TestClient
 
     if db.exists():
@@ -107,7 +114,7 @@ def replay(scenario: Path, db: Path, cfg: dict[str, Any], token: str, batch_size
     cfg = copy.deepcopy(cfg)
     cfg["serve"]["relink_mode"] = "inline"
     con = connect()
-    _load(con, Path(scenario))
+    _load(con, Path(scenario), hours)
     _plan(con, batch_size)
     total = con.execute("SELECT count(*) FROM ex").fetchall()[0][0]
     acted_batch: dict[str, int] = {}

@@ -122,7 +122,7 @@ class State:
             con.register("_batch", batch)
             cols = ", ".join(f'"{c}"' for c in EXCHANGES.names)
             fresh = con.execute(f"INSERT INTO events SELECT {cols} FROM _batch "
-                                "ON CONFLICT DO NOTHING RETURNING *").to_arrow_table()
+                                "ON CONFLICT DO NOTHING RETURNING *").fetch_arrow_table()
             con.unregister("_batch")
             if fresh.num_rows:
                 con.register("_fresh", fresh)
