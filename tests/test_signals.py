@@ -135,6 +135,19 @@ def test_minhash_bands_group_variants_not_unrelated(con: ibis.BaseBackend) -> No
     assert not keys[3] & keys[4]
 
 
+def test_minhash_head_and_tail_keys(con: ibis.BaseBackend) -> None:
+    """Keys 0 and 1 are the skeleton's opening and closing words: a template whose fixed
+    text closes the prompt shares the tail key whatever the filling in front of it."""
+    tail = " Rewrite the passage above as a formal business memo for executives."
+    t = exchanges(con, prompts("Sales went up in spring because of new stores." + tail,
+                               "Our team missed two deadlines after the server outage." + tail,
+                               "Sales went up in spring because of new stores. Thanks!"))
+    df = con.execute(t.select(**{f"b{i}": b for i, b in enumerate(
+        text.minhash_bands(t.prompt, 6, 2)[:2])}))
+    assert df["b1"][0] == df["b1"][1] and df["b0"][0] != df["b0"][1]
+    assert df["b0"][0] == df["b0"][2] and df["b1"][0] != df["b1"][2]
+
+
 # --- text: extraction cues --------------------------------------------------------------
 
 CUES = {

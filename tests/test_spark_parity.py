@@ -19,16 +19,16 @@ pytest.importorskip("pyspark", reason="needs the 'spark' extra (pyspark)")
 if shutil.which("java") is None:
     pytest.skip("needs Java 17 for Spark (no `java` on PATH)", allow_module_level=True)
 
-from distillguard import config  # noqa: E402
-from distillguard.engine.portable import stable_hash  # noqa: E402
-from distillguard.engine.spark_engine import (  # noqa: E402
+from distillguard import config
+from distillguard.engine.portable import stable_hash
+from distillguard.engine.spark_engine import (
     SparkEngineSession,
     load_inputs_spark,
     run_detection_spark,
     spark_session,
 )
-from distillguard.pipeline import run_detection  # noqa: E402
-from distillguard.simulate import generate  # noqa: E402
+from distillguard.pipeline import run_detection
+from distillguard.simulate import generate
 
 pytestmark = pytest.mark.spark
 

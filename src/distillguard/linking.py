@@ -96,8 +96,10 @@ def build_edges(shared: pd.DataFrame, n_accounts: int, cfg: dict[str, Any]) -> p
     lot. The kind adds w_kind * (1 - exp(-3 sim)).
 
     Each key links its accounts in a short chain over a seeded random order (all pairs
-    when the key is small), so a key shared by n accounts costs O(n) edges, not O(n^2);
-    each sampled contribution is divided by its sampling probability.
+    when the key is small), so a key shared by n accounts costs O(n) edges, not O(n^2).
+    When a pair and kind were sampled through two or more keys, the sampled contributions
+    are divided by their sampling probability (Horvitz-Thompson), so a pair sharing many
+    big keys is not under-counted; a pair met through a single popular key is not scaled.
     """
     cols = ["src", "dst", "weight", "kinds"]
     lk = cfg["linking"]
@@ -125,15 +127,18 @@ def build_edges(shared: pd.DataFrame, n_accounts: int, cfg: dict[str, Any]) -> p
         if not same.any():
             break
         a, b = acct[:-d][same], acct[d:][same]
+        raw = idf[:-d][same] * np.minimum(share[:-d][same], share[d:][same])
         frames.append(pd.DataFrame({
             "src": np.minimum(a, b), "dst": np.maximum(a, b), "kind": kind[:-d][same],
-            "sim": idf[:-d][same] * np.minimum(share[:-d][same], share[d:][same])
-            / reach[:-d][same]}))
+            "raw": raw, "ht": raw / reach[:-d][same]}))
     if not frames:
         return pd.DataFrame(columns=cols)
     pairs = pd.concat(frames, ignore_index=True)
     pairs = pairs[pairs["src"] != pairs["dst"]]
-    per_kind = pairs.groupby(["src", "dst", "kind"], sort=True)["sim"].sum().reset_index()
+    per_kind = pairs.groupby(["src", "dst", "kind"], sort=True).agg(
+        raw=("raw", "sum"), ht=("ht", "sum"), hits=("raw", "size")).reset_index()
+    # A pair met through one popular key only is an accident of the sample: no scaling up.
+    per_kind["sim"] = np.where(per_kind["hits"] >= 2, per_kind["ht"], per_kind["raw"])
     per_kind["w"] = per_kind["kind"].map(weights).astype(float) * (
         1 - np.exp(-3.0 * per_kind["sim"].clip(upper=1.0)))
     per_kind = per_kind[per_kind["w"] >= float(lk["min_kind_weight"])]

@@ -32,7 +32,7 @@ class StableHash(ops.Value):
     dtype = dt.int64
 
     @attribute
-    def shape(self):  # noqa: ANN201 - ibis' attribute protocol
+    def shape(self):
         return self.arg.shape
 
 

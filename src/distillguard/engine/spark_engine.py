@@ -14,7 +14,7 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import ibis
 import ibis.expr.datatypes as dt
@@ -85,7 +85,7 @@ class _Compiler(PySparkCompiler):
       differ); `bround` rounds as DuckDB does.
     """
 
-    SIMPLE_OPS = {**PySparkCompiler.SIMPLE_OPS, ops.Hash: "xxhash64"}
+    SIMPLE_OPS: ClassVar = {**PySparkCompiler.SIMPLE_OPS, ops.Hash: "xxhash64"}
 
     def visit_ExtractEpochSeconds(self, op: ops.ExtractEpochSeconds, *,
                                   arg: sge.Expression) -> sge.Expression:
@@ -261,8 +261,8 @@ class SparkIngest:
         view = f"_raw_{table.name}"
         raw.createOrReplaceTempView(view)
         inner = ["_file", "_row"] + [f"{_q(c)} AS {_q('__raw_' + c)}" for c in stored]
-        inner += [f"{typed_expr(c.kind, _q(c.name), stored[c.name]) if c.name in stored else 'NULL'}"
-                  f" AS {_q(c.name)}" for c in table.columns]
+        inner += [(typed_expr(c.kind, _q(c.name), stored[c.name]) if c.name in stored
+                   else "NULL") + f" AS {_q(c.name)}" for c in table.columns]
         rules = _checks(table, stored, self.max_prompt_bytes)
         column = " ".join(f"WHEN {cond} THEN {_lit(col)}" for cond, col, _ in rules)
         reason = " ".join(f"WHEN {cond} THEN {_lit(r)}" for cond, _, r in rules)
@@ -288,8 +288,8 @@ class SparkIngest:
             quarantined += n_dup
         good.select(*[_q(c) for c in table.names]).createOrReplaceTempView(table.name)
         self.quarantines.append(bad)
-        return TableReport(table.name, files=files, rows_read=read, rows_accepted=read - quarantined,
-                           rows_quarantined=quarantined,
+        return TableReport(table.name, files=files, rows_read=read,
+                           rows_accepted=read - quarantined, rows_quarantined=quarantined,
                            columns_present=[c for c in table.names if c in stored])
 
     def _dedupe(self, table: Table, good: DataFrame) -> tuple[DataFrame, DataFrame, int]:

@@ -164,13 +164,16 @@ def create_app(db: Path | str, token: str, cfg: dict[str, Any],
         return _answer(result, result["rejected"])
 
     @app.get("/v1/campaigns", tags=["analyst"])
-    def campaigns() -> Response:
+    def campaigns(earlier: bool = Query(False, description="campaigns of earlier runs "
+                                                           "instead of the latest one's")
+                  ) -> Response:
         """Campaigns of the latest linking run, strongest first."""
-        return Response(dumps(service().campaigns()), media_type="application/json")
+        return Response(dumps(service().campaigns(current=not earlier)),
+                        media_type="application/json")
 
     @app.get("/v1/campaigns/{campaign_id}", tags=["analyst"])
     def campaign(campaign_id: str) -> Response:
-        """One campaign as in campaigns.json (accounts, signals, indicators)."""
+        """One campaign (latest or earlier run) as in campaigns.json."""
         doc = service().campaign(campaign_id)
         if doc is None:
             raise HTTPException(404, "no such campaign in the latest linking run")

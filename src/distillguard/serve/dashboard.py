@@ -30,16 +30,17 @@ from distillguard.serve.service import SEARCH_KINDS, Service
 
 CHART_CACHE = 16  # campaign pages kept rendered (charts take a second or two each)
 MAX_FORM_BYTES = 4096
+EARLIER_LISTED = 50  # campaigns of earlier linking runs listed under the current ones
 
 _env = jinja2.Environment(loader=jinja2.PackageLoader("distillguard.serve", "templates"),
                           autoescape=True, trim_blocks=True, lstrip_blocks=True)
 _env.filters.update(when=when, num=num)
 
 
-def _page(name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+def _page(name: str, code: int = 200, **ctx: Any) -> HTMLResponse:
     html = _env.get_template(name).render(nav=name != "login.html.j2", kinds=SEARCH_KINDS,
                                           actions=ACTIONS, **ctx)
-    return HTMLResponse(html, status_code=status)
+    return HTMLResponse(html, status_code=code)
 
 
 class _Sections:
@@ -97,6 +98,10 @@ def mount(app: FastAPI, service: Callable[[], Service], token: str, s: dict[str,
                             secure=request.url.scheme == "https")
         return response
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(status_code=204)
+
     @app.get("/logout", include_in_schema=False)
     def logout() -> Response:
         response = RedirectResponse("/login", status_code=303)
@@ -107,6 +112,7 @@ def mount(app: FastAPI, service: Callable[[], Service], token: str, s: dict[str,
     def campaigns_page() -> HTMLResponse:
         svc = service()
         return _page("campaigns.html.j2", title="Campaigns", campaigns=svc.campaigns(),
+                     earlier=svc.campaigns(current=False)[:EARLIER_LISTED],
                      status=svc.status(), cfg=s)
 
     @app.get("/campaigns/{campaign_id}", include_in_schema=False)

@@ -102,7 +102,8 @@ def _store(state: State, det: detect.Detection, linked_at: datetime,
         "last_seen": [c["last_seen"] for c in det.campaigns],
         "linked_at": pd.Series([pd.Timestamp(linked_at)] * len(det.campaigns),
                                dtype="datetime64[us]"),
-        "doc": [json.dumps(c, default=str) for c in det.campaigns]})
+        "doc": [json.dumps(c, default=str) for c in det.campaigns],
+        "current": True})
     inds = pd.DataFrame(
         [(kind, str(v), c["campaign_id"]) for c in det.campaigns
          for key, kind in INDICATOR_KINDS.items() for v in c["indicators"].get(key, [])],
@@ -115,8 +116,8 @@ def _store(state: State, det: detect.Detection, linked_at: datetime,
         con.execute("DELETE FROM link_accounts")
         con.execute("INSERT INTO link_accounts SELECT account_id, score, flagged, campaign_id, "
                     "reasons FROM _acc")
-        con.execute("DELETE FROM link_campaigns")
-        con.execute("INSERT INTO link_campaigns SELECT * FROM _camps")
+        con.execute("UPDATE link_campaigns SET current = false WHERE current")
+        con.execute("INSERT OR REPLACE INTO link_campaigns SELECT * FROM _camps")
         con.execute("""
             INSERT INTO enforced SELECT account_id, level, campaign_id, score, reasons, since
             FROM _acc WHERE level > 0

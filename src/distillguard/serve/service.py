@@ -56,10 +56,12 @@ class Service:
         return {"accepted": stored, "rejected": len(checked.rejected),
                 "records": checked.statuses}
 
-    def campaigns(self) -> list[dict[str, Any]]:
+    def campaigns(self, current: bool = True) -> list[dict[str, Any]]:
+        """The latest run's campaigns (or, with current=False, earlier runs' ones)."""
         return self.state.rows(
             "SELECT campaign_id, score, n_accounts, n_exchanges, first_seen, last_seen, "
-            "linked_at FROM link_campaigns ORDER BY score DESC, campaign_id")
+            "linked_at FROM link_campaigns WHERE current = ? "
+            "ORDER BY linked_at DESC, score DESC, campaign_id", [current])
 
     def campaign(self, campaign_id: str) -> dict[str, Any] | None:
         return self.state.campaign_doc(campaign_id)
@@ -110,7 +112,7 @@ class Service:
         counts = self.state.rows(
             "SELECT (SELECT count(*) FROM events) AS window_events, "
             "(SELECT count(*) FROM account_state) AS accounts, "
-            "(SELECT count(*) FROM link_campaigns) AS campaigns")[0]
+            "(SELECT count(*) FROM link_campaigns WHERE current) AS campaigns")[0]
         decided = {r["decision"]: r["n"] for r in self.state.rows(
             "SELECT decision, count(*) AS n FROM decisions GROUP BY ALL")}
         return {**counts, "decisions": decided, "meta": meta, "link_error": self.linker.error}

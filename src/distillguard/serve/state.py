@@ -8,7 +8,9 @@ Tables:
 - `events`: the contract exchanges of the sliding window (older ones are pruned at linking);
 - `account_meta`, `release_meta`: contract accounts and releases posted by the gateway;
 - `account_state`: per-account running counts and last-seen cues, updated per batch;
-- `link_accounts`, `link_campaigns`: the latest linking result (replaced at each run);
+- `link_accounts`: the latest linking result per account (replaced at each run);
+- `link_campaigns`: every campaign any run found (`current` for the latest run's), so the
+  campaign a decision names can still be opened after its membership changed;
 - `enforced`: the strongest action any linking run gave each account (sticky: an account
   does not regain access because its campaign left the window);
 - `indicators`: payment fingerprints, rare IPs and ASNs of flagged campaigns;
@@ -50,8 +52,9 @@ SCHEMA = [
         account_id VARCHAR, score DOUBLE, flagged BOOLEAN, campaign_id VARCHAR,
         reasons VARCHAR[])""",
     """CREATE TABLE IF NOT EXISTS link_campaigns (
-        campaign_id VARCHAR, score DOUBLE, n_accounts BIGINT, n_exchanges BIGINT,
-        first_seen VARCHAR, last_seen VARCHAR, linked_at TIMESTAMP, doc VARCHAR)""",
+        campaign_id VARCHAR PRIMARY KEY, score DOUBLE, n_accounts BIGINT, n_exchanges BIGINT,
+        first_seen VARCHAR, last_seen VARCHAR, linked_at TIMESTAMP, doc VARCHAR,
+        current BOOLEAN)""",
     """CREATE TABLE IF NOT EXISTS enforced (
         account_id VARCHAR PRIMARY KEY, level INTEGER, campaign_id VARCHAR, score DOUBLE,
         reasons VARCHAR[], since TIMESTAMP)""",
@@ -121,8 +124,8 @@ class State:
         with self.transaction() as con:
             con.register("_batch", batch)
             cols = ", ".join(f'"{c}"' for c in EXCHANGES.names)
-            fresh = con.execute(f"INSERT INTO events SELECT {cols} FROM _batch "
-                                "ON CONFLICT DO NOTHING RETURNING *").fetch_arrow_table()
+            fresh = con.sql(f"INSERT INTO events SELECT {cols} FROM _batch "
+                            "ON CONFLICT DO NOTHING RETURNING *").to_arrow_table()
             con.unregister("_batch")
             if fresh.num_rows:
                 con.register("_fresh", fresh)

@@ -1,0 +1,204 @@
+"""`distillguard serve`: auth, limits, per-event validation, restart persistence, the
+decision policy, and decisions flipping once re-linking finds a simulated campaign."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from distillguard import config
+from distillguard.errors import InputError
+from distillguard.serve.app import create_app
+from distillguard.serve.auth import load_token
+from distillguard.serve.decisions import decide
+from distillguard.serve.replay import replay
+from distillguard.simulate import generate
+from fixtures_serve import TOKEN, Server, seeded_state
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def event(i: int, account: str = "acct_a", ts: str = "2026-03-02T00:00:00Z",
+          **extra: Any) -> dict[str, Any]:
+    return {"exchange_id": f"ex{i}", "ts": ts, "account_id": account, "prompt": f"question {i}",
+            "ip": "203.0.113.7", "asn": 64500, "model": "atlas-3", **extra}
+
+
+def _cfg(**serve: Any) -> dict[str, Any]:
+    cfg = config.load()
+    cfg["serve"].update(serve)
+    return cfg
+
+
+@pytest.fixture()
+def client(tmp_path: Path):
+    app = create_app(tmp_path / "state.duckdb", TOKEN,
+                     _cfg(max_batch_events=5, max_body_bytes=20_000, relink_mode="inline"))
+    with TestClient(app) as c:
+        yield c
+
+
+def test_auth_everything_but_healthz(client: TestClient) -> None:
+    assert client.get("/healthz").status_code == 200
+    for path in ("/v1/campaigns", "/v1/indicators", "/v1/accounts/x", "/openapi.json"):
+        assert client.get(path).status_code == 401, path
+        bad = client.get(path, headers={"Authorization": "Bearer wrong-token-0123456789"})
+        assert bad.status_code == 401, path
+    assert client.post("/v1/events", json=[event(1)]).status_code == 401
+    assert client.get("/v1/campaigns", headers=AUTH).status_code == 200
+    page = client.get("/", follow_redirects=False)
+    assert page.status_code == 303 and page.headers["location"] == "/login"
+
+
+def test_login_sets_cookie_for_dashboard(client: TestClient) -> None:
+    wrong = client.post("/login", data={"token": "nope"})
+    assert wrong.status_code == 401 and "Wrong token" in wrong.text
+    ok = client.post("/login", data={"token": TOKEN}, follow_redirects=False)
+    assert ok.status_code == 303
+    cookie = ok.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie
+    page = client.get("/")  # the client keeps the cookie
+    assert page.status_code == 200 and "Campaigns" in page.text
+    assert "http://" not in page.text and "https://" not in page.text  # nothing external
+
+
+def test_openapi_document_lists_the_api(client: TestClient) -> None:
+    doc = client.get("/openapi.json", headers=AUTH).json()
+    for path in ("/v1/events", "/v1/campaigns", "/v1/accounts/{account_id}", "/v1/indicators"):
+        assert path in doc["paths"], path
+    body = doc["paths"]["/v1/events"]["post"]["requestBody"]["content"]["application/json"]
+    assert "exchange_id" in body["schema"]["items"]["properties"]
+
+
+def test_invalid_event_names_field_and_valid_ones_are_kept(client: TestClient) -> None:
+    batch = [event(1), event(2, ts="not a time"), event(3, asn="AS12"), "oops", event(4)]
+    r = client.post("/v1/events", json=batch, headers=AUTH)
+    assert r.status_code == 422
+    body = r.json()
+    assert [e["status"] for e in body["events"]] == ["accepted", "rejected", "rejected",
+                                                      "rejected", "accepted"]
+    assert body["events"][1]["field"] == "ts" and "timestamp" in body["events"][1]["error"]
+    assert body["events"][2]["field"] == "asn"
+    assert "ts" in body["detail"] and "asn" in body["detail"]
+    assert body["decisions"]["acct_a"]["decision"] == "allow"
+    account = client.get("/v1/accounts/acct_a", headers=AUTH).json()
+    assert account["state"]["n_events"] == 2
+    again = client.post("/v1/events", json=[event(1), event(5)], headers=AUTH).json()
+    assert [e["status"] for e in again["events"]] == ["duplicate", "accepted"]
+    assert client.get("/v1/accounts/acct_a", headers=AUTH).json()["state"]["n_events"] == 3
+
+
+def test_batch_and_body_limits(client: TestClient) -> None:
+    r = client.post("/v1/events", json=[event(i) for i in range(6)], headers=AUTH)
+    assert r.status_code == 413 and "at most 5" in r.json()["detail"]
+    big = [event(1, prompt="x" * 30_000)]
+    assert client.post("/v1/events", json=big, headers=AUTH).status_code == 413
+    assert client.post("/v1/events", content=b"{not json", headers=AUTH).status_code == 400
+    assert client.post("/v1/events", json={"a": 1}, headers=AUTH).status_code == 422
+    assert client.get("/v1/accounts/acct_a", headers=AUTH).status_code == 404
+
+
+def test_token_is_required_and_not_trivial(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DISTILLGUARD_TOKEN", raising=False)
+    with pytest.raises(InputError, match="no API token"):
+        load_token(None)
+    short = tmp_path / "token"
+    short.write_text("abc\n")
+    with pytest.raises(InputError, match="shorter"):
+        load_token(short)
+    short.write_text(TOKEN + "\n")
+    assert load_token(short) == TOKEN
+
+
+def test_decision_policy() -> None:
+    s = config.load()["serve"]
+    base = {"allowlisted": False, "link_level": 0, "campaign_id": None, "score": None,
+            "reasons": None, "pay_campaign": None, "ip": None, "ip_campaign": None}
+    assert decide(base, s)["decision"] == "allow"
+    member = decide({**base, "link_level": 2, "campaign_id": "cmp-1", "score": 0.6,
+                     "reasons": ["template_family:0.8"]}, s)
+    assert member["decision"] == "throttle"
+    assert member["reasons"][:2] == ["campaign_member:cmp-1", "template_family:0.8"]
+    payer = decide({**base, "pay_campaign": "cmp-1"}, s)
+    assert payer["decision"] == "throttle" and payer["campaign_id"] == "cmp-1"
+    assert decide({**base, "ip": "198.51.100.1", "ip_campaign": "cmp-1"}, s)["decision"] == \
+        "watch"
+    assert decide({**base, "link_level": 3, "allowlisted": True}, s)["decision"] == "allow"
+
+
+def test_campaign_indicators_reach_accounts_seen_afterwards(client: TestClient) -> None:
+    state = client.app.state.service().state
+    with state.transaction() as con:
+        con.execute("INSERT INTO indicators VALUES ('payment_fingerprint', 'pf_bad', 'cmp-x', "
+                    "now()), ('ip', '198.51.100.9', 'cmp-x', now())")
+    r = client.post("/v1/accounts", headers=AUTH, json=[
+        {"account_id": "acct_new", "payment_fingerprint": "pf_bad"},
+        {"account_id": "acct_ok", "payment_fingerprint": "pf_fine"}])
+    assert r.status_code == 200 and r.json()["accepted"] == 2
+    batch = [event(1, account="acct_new"), event(2, account="acct_ip", ip="198.51.100.9"),
+             event(3, account="acct_ok")]
+    d = client.post("/v1/events", json=batch, headers=AUTH).json()["decisions"]
+    assert d["acct_new"]["decision"] == "throttle"
+    assert d["acct_new"]["reasons"][0] == "campaign_payment_fingerprint:cmp-x"
+    assert d["acct_ip"]["decision"] == "watch"
+    assert d["acct_ok"]["decision"] == "allow"
+    found = client.get("/v1/search", params={"kind": "payment_fingerprint", "q": "pf_bad"},
+                       headers=AUTH).json()
+    assert [a["account_id"] for a in found] == ["acct_new"]
+
+
+def test_state_survives_a_kill(tmp_path: Path) -> None:
+    db, campaign = seeded_state(tmp_path)
+    server = Server(db)
+    try:
+        accounts = [{"account_id": "acct_a", "payment_fingerprint": "pf_1"},
+                    {"account_id": "acct_b", "payment_fingerprint": "pf_2"}]
+        assert httpx.post(server.url + "/v1/accounts", json=accounts, headers=AUTH
+                          ).status_code == 200
+        batch = [event(1), event(2, account="acct_b"), event(3, ts="2026-03-02T00:05:00Z")]
+        first = httpx.post(server.url + "/v1/events", json=batch, headers=AUTH).json()
+        before = {a: httpx.get(f"{server.url}/v1/accounts/{a}", headers=AUTH).json()
+                  for a in ("acct_a", "acct_b")}
+        campaigns = httpx.get(server.url + "/v1/campaigns", headers=AUTH).json()
+    finally:
+        server.kill()
+    server = Server(db)
+    try:
+        after = {a: httpx.get(f"{server.url}/v1/accounts/{a}", headers=AUTH).json()
+                 for a in ("acct_a", "acct_b")}
+        again = httpx.post(server.url + "/v1/events", json=batch, headers=AUTH).json()
+        assert httpx.get(server.url + "/v1/campaigns", headers=AUTH).json() == campaigns
+    finally:
+        server.kill()
+    assert after == before
+    assert after["acct_a"]["state"]["n_events"] == 2
+    assert again["decisions"] == first["decisions"]
+    assert [e["status"] for e in again["events"]] == ["duplicate"] * 3
+    assert any(c["campaign_id"] == campaign for c in campaigns)
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("scenario")
+    generate("small", seed=3, scale=0.1, out=out)
+    return out
+
+
+def test_replay_flips_decisions_after_relinking(scenario: Path, tmp_path: Path) -> None:
+    cfg = copy.deepcopy(config.load())
+    cfg["serve"].update(relink_minutes=360, window_hours=24)
+    result = replay(scenario, tmp_path / "replay.duckdb", cfg, TOKEN, batch_size=500, hours=13)
+    acted = [r for r in result["operators"] if r["hours_to_action"] is not None]
+    assert len(acted) >= 2, result
+    for r in acted:
+        # Allowed until the first linking run (6 h of event time in), throttled or
+        # blocked from a linking run on.
+        assert 6 <= r["hours_to_action"] <= 13
+        assert r["exchanges_before_action"] > 0 and r["accounts_acted"] >= 1
+    assert result["benign"]["account_fp_rate"] <= 0.02

@@ -1,0 +1,71 @@
+"""The dashboard as a person uses it: headless Chromium (Debian's, via Selenium) signs in
+with the token, opens a campaign from the list and sees its charts drawn.
+
+Needs `scripts/setup-system.sh` (apt packages chromium, chromium-driver).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fixtures_serve import TOKEN, Server, seeded_state
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+        reason="headless Chromium not installed: run scripts/setup-system.sh "
+               "(apt packages chromium, chromium-driver)",
+    ),
+]
+
+
+@pytest.fixture()
+def driver():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run", "--window-size=1200,1600"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    drv = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    drv.set_page_load_timeout(120)
+    yield drv
+    drv.quit()
+
+
+def test_login_open_campaign_see_chart(tmp_path: Path, driver) -> None:
+    db, campaign = seeded_state(tmp_path)
+    server = Server(db)
+    try:
+        driver.get(server.url + "/")
+        assert driver.current_url.endswith("/login")  # not signed in: sent to the form
+        driver.find_element("id", "token").send_keys("wrong-token-0123456789")
+        driver.find_element("id", "login").click()
+        assert "Wrong token" in driver.find_element("id", "login-error").text
+        driver.find_element("id", "token").send_keys(TOKEN)
+        driver.find_element("id", "login").click()
+        assert driver.current_url == server.url + "/"
+        driver.find_element("link text", campaign).click()
+        assert f"Campaign {campaign}" in driver.find_element("tag name", "h1").text
+        images = driver.find_elements("css selector", "img.chart")
+        assert len(images) == 4  # capability, timeline, volume, account links
+        for img in images:
+            width = driver.execute_script(
+                "return arguments[0].complete ? arguments[0].naturalWidth : 0;", img)
+            assert width > 0, img.get_attribute("alt")
+        # The wrong token's 401 answer is logged as a failed load; nothing else may fail.
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"
+                  and "/login - " not in e["message"]]
+        assert errors == []
+    finally:
+        server.kill()
