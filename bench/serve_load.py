@@ -126,24 +126,24 @@ def main() -> None:
             wait(futures, timeout=args.grace)
             elapsed = time.perf_counter() - t0
             # Answers arriving from here on are not counted.
-            service, scheduled, codes = list(service), list(scheduled), list(codes)
+            lat, lat_sched, answered = list(service), list(scheduled), list(codes)
             pool.shutdown(wait=False, cancel_futures=True)
         finally:
             proc.terminate()
             proc.wait(timeout=30)
             pool.shutdown(wait=True, cancel_futures=True)
             client.close()
-    ok = sum(c == 200 for c in codes)
+    ok = sum(c == 200 for c in answered)
     ms = lambda xs, q: float(np.quantile(xs, q) * 1000) if xs else float("nan")  # noqa: E731
     print(json.dumps({
         "offered_rate": args.rate, "batch": args.batch, "requests_sent": len(futures),
-        "answered_ok": ok, "errors": len(codes) - ok,
-        "not_answered_in_time": len(futures) - len(codes), "seconds": round(elapsed, 1),
+        "answered_ok": ok, "errors": len(answered) - ok,
+        "not_answered_in_time": len(futures) - len(answered), "seconds": round(elapsed, 1),
         "throughput_req_s": round(ok / elapsed, 1),
         "throughput_events_s": round(ok * args.batch / elapsed),
-        "service_p50_ms": round(ms(service, 0.5), 1), "service_p99_ms": round(ms(service, 0.99), 1),
-        "scheduled_p50_ms": round(ms(scheduled, 0.5), 1),
-        "scheduled_p99_ms": round(ms(scheduled, 0.99), 1)}, indent=2))
+        "service_p50_ms": round(ms(lat, 0.5), 1), "service_p99_ms": round(ms(lat, 0.99), 1),
+        "scheduled_p50_ms": round(ms(lat_sched, 0.5), 1),
+        "scheduled_p99_ms": round(ms(lat_sched, 0.99), 1)}, indent=2))
 
 
 if __name__ == "__main__":

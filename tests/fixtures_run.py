@@ -216,3 +216,29 @@ def build_run_dir(root: Path, *, releases: bool = True, optional: bool = True) -
         _write({"model": ["atlas-3"], "released_at": [RELEASE]}, root / "releases.parquet",
                pa.schema([("model", pa.string()), ("released_at", pa.timestamp("us", tz="UTC"))]))
     return root
+
+
+def provenance_doc(campaign_id: str = "cmp-001", **overrides: object) -> dict:
+    """A `distillguard provenance test --out` result for `campaign_id` (a learned one)."""
+    key_id = f"campaign:{campaign_id}"
+    doc = {
+        "key_id": key_id, "campaign_id": campaign_id, "mode": "generation",
+        "tokens_scored": 10349, "green_tokens": 2898, "green_fraction": 0.28, "gamma": 0.25,
+        "z": 7.0, "p_value": 2.8e-12, "log10_p_value": -11.55, "verdict": "learned",
+        "verdict_text": f"the text carries the watermark of key {key_id!r} (p = 2.8e-12 < 1e-05):"
+                        " whoever produced it learned from text marked with that key; it does"
+                        " not show who trained the model",
+        "calibration": {"mean": -0.02, "sd": 0.94, "n_keys": 50, "ok": True},
+        "pairs": {"candidate": 64000, "in_prompt": 120, "special": 300, "duplicate": 53231},
+        "params": {"vocab_size": 2048, "greenlist_ratio": 0.25, "seeding_scheme": "lefthash",
+                   "context_width": 1},
+    }
+    return {**doc, **overrides}
+
+
+def write_provenance(run_dir: Path, name: str, doc: object) -> Path:
+    """File `doc` as RUN_DIR/provenance/<name>.json (a string is written as is)."""
+    path = run_dir / "provenance" / f"{name}.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(doc if isinstance(doc, str) else json.dumps(doc), "utf-8")
+    return path

@@ -20,13 +20,14 @@ from distillguard import config
 from distillguard.errors import InputError
 from distillguard.outputs.enforcement import COLUMNS, suggest
 from distillguard.outputs.explain import GENERIC_EXPLANATION, SIGNAL_EXPLANATIONS, explain
+from distillguard.outputs.provenance_results import load_provenance, p_text
 from distillguard.outputs.redact import KEY_ENV, load_key, scrub_snippet
 from distillguard.outputs.report import OUTPUT_FILES, write_all
 from distillguard.outputs.rundir import open_run
 from distillguard.outputs.stix import ATLAS_ID
 from distillguard.outputs.summary_md import render_markdown
 from distillguard.outputs.view import make_view
-from fixtures_run import CAMPAIGNS, RAW_VALUES, build_run_dir
+from fixtures_run import CAMPAIGNS, RAW_VALUES, build_run_dir, provenance_doc, write_provenance
 
 KEY = b"test-key-0123456789abcdef"
 
@@ -271,6 +272,73 @@ def test_markdown_summary(plain: dict[str, Path]) -> None:
     assert "`tpl-c0de`" in md and "grader@" not in md
 
 
+# --- provenance results filed with the run --------------------------------------------------
+
+
+def _sections(html: str) -> list[str]:
+    """The per-campaign sections of the page, in order."""
+    return html.split('<section class="campaign" id="campaign-')[1:]
+
+
+def test_provenance_result_shown_with_its_campaign(tmp_path: Path) -> None:
+    run = build_run_dir(tmp_path / "run", optional=False)
+    write_provenance(run, "cmp-001", provenance_doc())
+    write_provenance(run, "cmp-002", provenance_doc(
+        "cmp-002", mode="reading", p_value=0.0, log10_p_value=-1234.56, verdict="learned"))
+    paths = write_all(run)
+    html = paths["report"].read_text("utf-8")
+    cmp1, cmp2 = _sections(html)[:2]
+    assert "Provenance test" in cmp1 and "Provenance file skipped" not in html
+    assert '<td class="n">2.8e-12</td>' in cmp1 and "<strong>learned</strong>" in cmp1
+    assert '<td class="n">10,349</td>' in cmp1 and "0.280 (0.250)" in cmp1
+    assert "z mean -0.02, sd 0.94\n          over 50 wrong keys</td>" in cmp1
+    assert str(escape(provenance_doc()["verdict_text"])) in cmp1
+    assert "What the test cannot prove" in cmp1 and "docs/provenance.md" in cmp1
+    assert "<td>reading</td>" in cmp2 and "10^-1234.6" in cmp2  # p underflowed to 0.0
+    md = paths["campaigns"].read_text("utf-8")
+    md1 = md.split("## Campaign cmp-001")[1].split("## Campaign")[0]
+    assert ("**Provenance test** (generation mode, 10,349 tokens scored): p = 2.8e-12, "
+            "verdict `learned`: the text carries the watermark") in md1
+    # Without a provenance folder nothing changes (the fixture `plain` has none).
+    assert "Provenance" not in write_all(build_run_dir(tmp_path / "bare", optional=False),
+                                         tmp_path / "out")["campaigns"].read_text("utf-8")
+
+
+def test_malformed_provenance_files_warn_and_are_skipped(tmp_path: Path) -> None:
+    run = build_run_dir(tmp_path / "run", optional=False)
+    write_provenance(run, "cmp-001", "{\"key_id\": ")
+    write_provenance(run, "cmp-002", {k: v for k, v in provenance_doc("cmp-002").items()
+                                      if k != "p_value"})
+    write_provenance(run, "cmp-404", provenance_doc("cmp-404"))
+    paths = write_all(run)
+    html = paths["report"].read_text("utf-8")
+    assert html.count("Provenance file skipped") == 3
+    assert "provenance/cmp-001.json: unreadable" in html
+    assert "provenance/cmp-002.json: missing or invalid p_value; not shown" in html
+    assert "provenance/cmp-404.json: no campaign &#39;cmp-404&#39; in this run" in html
+    assert "Provenance test" not in html
+    assert "Provenance" not in paths["campaigns"].read_text("utf-8")
+
+
+@pytest.mark.parametrize(("change", "problem"), [
+    ({"verdict": "guilty"}, "unknown verdict 'guilty'"),
+    ({"mode": "compare"}, "unknown mode 'compare'"),
+    ({"campaign_id": "cmp-002"}, "its campaign_id is 'cmp-002'"),
+    ({"tokens_scored": True}, "missing or invalid tokens_scored"),
+    ({"calibration": {"mean": 0.1, "sd": 1.0, "n_keys": 50}}, "invalid calibration.ok"),
+])
+def test_provenance_checks(tmp_path: Path, change: dict, problem: str) -> None:
+    write_provenance(tmp_path, "cmp-001", provenance_doc(**change))
+    found, warnings = load_provenance(tmp_path, ["cmp-001", "cmp-002"])
+    assert found == {} and len(warnings) == 1 and problem in warnings[0]
+
+
+def test_p_text() -> None:
+    assert p_text(2.8e-12, -11.55) == "2.8e-12"
+    assert p_text(0.0, -1234.56) == "10^-1234.6"
+    assert p_text(0.0, None) == "< 1e-308 (underflow)"
+
+
 # --- redaction --------------------------------------------------------------------------------
 
 
@@ -295,6 +363,19 @@ def test_redacted_tokens_are_consistent(redacted: dict[str, Path], run_dir: Path
     other = render_markdown(view, {})
     assert len(set(re.findall(r"hmac:[0-9a-f]{16}", other))) == len(tokens)
     assert not tokens & set(re.findall(r"hmac:[0-9a-f]{16}", other))
+
+
+def test_redaction_covers_provenance_results(tmp_path: Path) -> None:
+    # Nothing in a provenance file identifies anyone, unless a free-form key id does.
+    run = build_run_dir(tmp_path / "run", optional=False)
+    key_id = "cluster:203.0.113.7"
+    write_provenance(run, "cmp-001", provenance_doc(
+        key_id=key_id, verdict_text=f"no evidence of the key {key_id!r} watermark (p = 0.43)",
+        verdict="not_detected", p_value=0.43, log10_p_value=-0.37))
+    paths = write_all(run, redact_key=KEY)
+    for name in ("report", "campaigns"):
+        text = paths[name].read_text("utf-8")
+        assert "203.0.113.7" not in text and "p = 0.43" in text and "not_detected" in text
 
 
 def test_load_key(tmp_path: Path) -> None:

@@ -294,16 +294,17 @@ def _member_strength(m: pd.DataFrame, facts: cmp.ClusterFacts, ev: list[cmp.Evid
     A reseller pool or a shared network can pull ordinary accounts into a cluster; they
     do not share its unusual behaviour or fill its templates, so they score low.
     """
+    fam = facts.member_family_share.to_numpy(dtype=float)
+    ref_fam = float(np.median(fam)) if len(fam) else 0.0
+    if ref_fam > c["family_floor"]:
+        # A template-driven cluster: members are the accounts that fill its templates.
+        return [float(v) for v in np.nan_to_num(np.minimum(1.0, fam / ref_fam))]
     strong = {e.name for e in ev if e.strength > 0}
     s = np.zeros(len(m))
     for dim in facts.thresholds:
         if f"unusual_{dim}" in strong:
             s = np.maximum(s, cmp.above(m, facts.thresholds, dim).astype(float))
-    fam = facts.member_family_share.to_numpy(dtype=float)
-    ref_fam = float(np.median(fam)) if len(fam) else 0.0
-    if ref_fam > c["family_floor"]:
-        s = np.maximum(s, np.minimum(1.0, fam / ref_fam))
-    return [float(v) for v in np.nan_to_num(s)]
+    return [float(v) for v in s]
 
 
 def _account_reasons(row: pd.Series, facts: cmp.ClusterFacts, aid: str,

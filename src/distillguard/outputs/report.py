@@ -175,6 +175,7 @@ def campaign_sections(view: RunView, releases: list[tuple[str, datetime]],
             "graph": _graph(rd, cid, cfg),
             "accounts": _accounts(view, cid),
             "templates": view.templates(cid),
+            "provenance": view.provenance.get(cid),
         })
     return sections
 
@@ -190,6 +191,7 @@ def render_html(view: RunView, enforcement_counts: dict[str, int],
         run=view.run, cfg=view.cfg, campaigns=campaign_sections(view, releases, progress),
         redacted=view.redacted, overview_timeline=_overview_timeline(rd, releases),
         releases=releases, missing=rd.missing, guide=reading_guide(names),
+        warnings=view.warnings,
         enforcement=enforcement_counts, version=__version__,
         generated=view.run.get("created_at"),
     )

@@ -17,6 +17,7 @@ def render_markdown(view: RunView, enforcement_counts: dict[str, int]) -> str:
         generated=view.run.get("created_at"),
         guide=reading_guide(str(s["name"]) for c in view.campaigns
                             for s in c.get("signals") or [] if s.get("value") != 0),
+        provenance=view.provenance,
         templates_of={str(c["campaign_id"]): view.templates(str(c["campaign_id"]))
                       for c in view.campaigns},
     )

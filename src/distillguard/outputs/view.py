@@ -8,11 +8,12 @@ tokens and free text (signal details, reasons, template examples) is scrubbed.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 
+from distillguard.outputs.provenance_results import load_provenance
 from distillguard.outputs.redact import Redactor, scrub_snippet
 from distillguard.outputs.rundir import RunDir
 
@@ -28,6 +29,9 @@ class RunView:
     cfg: dict[str, Any]
     campaigns: list[dict[str, Any]]
     run: dict[str, Any]
+    # provenance results by campaign id, and warnings about files that could not be used
+    provenance: dict[str, dict[str, Any]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def redacted(self) -> bool:
@@ -118,7 +122,13 @@ def make_view(rd: RunDir, key: bytes | None, cfg: dict[str, Any]) -> RunView:
     campaigns = sorted((_normalise(c) for c in rd.campaigns),
                        key=lambda c: (-float(c["score"]), str(c["campaign_id"])))
     run = rd.run
+    provenance, warnings = load_provenance(rd.path, [str(c["campaign_id"]) for c in campaigns])
     if redactor.active:
         campaigns = [_redact_campaign(c, redactor) for c in campaigns]
         run = _redact_strings(run, redactor)
-    return RunView(rd=rd, redactor=redactor, cfg=cfg, campaigns=campaigns, run=run)
+        # Provenance files hold key ids, numbers and a sentence: nothing identifying unless
+        # someone chose a free-form key id with an address in it, so scrub the strings.
+        provenance = {cid: _redact_strings(doc, redactor) for cid, doc in provenance.items()}
+        warnings = [redactor.text(w) or "" for w in warnings]
+    return RunView(rd=rd, redactor=redactor, cfg=cfg, campaigns=campaigns, run=run,
+                   provenance=provenance, warnings=warnings)
