@@ -38,7 +38,8 @@ def _cfg(**serve: Any) -> dict[str, Any]:
 @pytest.fixture()
 def client(tmp_path: Path):
     app = create_app(tmp_path / "state.duckdb", TOKEN,
-                     _cfg(max_batch_events=5, max_body_bytes=20_000, relink_mode="inline"))
+                     _cfg(max_batch_events=5, max_body_bytes=20_000, relink_mode="inline",
+                          indicator_payment_action="throttle"))
     with TestClient(app) as c:
         yield c
 
@@ -118,14 +119,20 @@ def test_token_is_required_and_not_trivial(tmp_path: Path,
 
 def test_decision_policy() -> None:
     s = config.load()["serve"]
-    base = {"allowlisted": False, "link_level": 0, "campaign_id": None, "score": None,
+    base = {"allowlisted": False, "link_level": 0, "runs_flagged": 0, "campaign_id": None,
+            "score": None,
             "reasons": None, "pay_campaign": None, "ip": None, "ip_campaign": None}
     assert decide(base, s)["decision"] == "allow"
-    member = decide({**base, "link_level": 2, "campaign_id": "cmp-1", "score": 0.6,
-                     "reasons": ["template_family:0.8"]}, s)
+    flagged = {**base, "link_level": 2, "campaign_id": "cmp-1", "score": 0.6,
+               "reasons": ["template_family:0.8"]}
+    once = decide({**flagged, "runs_flagged": 1}, s)  # not yet confirmed by a second run
+    assert once["decision"] == "watch" and once["reasons"][0].startswith("campaign_candidate")
+    member = decide({**flagged, "runs_flagged": 2}, s)
     assert member["decision"] == "throttle"
     assert member["reasons"][:2] == ["campaign_member:cmp-1", "template_family:0.8"]
-    payer = decide({**base, "pay_campaign": "cmp-1"}, s)
+    assert decide({**flagged, "link_level": 3, "runs_flagged": 2}, s)["decision"] == "block"
+    payer = decide({**base, "pay_campaign": "cmp-1"}, {**s, "indicator_payment_action":
+                                                          "throttle"})
     assert payer["decision"] == "throttle" and payer["campaign_id"] == "cmp-1"
     assert decide({**base, "ip": "198.51.100.1", "ip_campaign": "cmp-1"}, s)["decision"] == \
         "watch"
@@ -192,13 +199,12 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_replay_flips_decisions_after_relinking(scenario: Path, tmp_path: Path) -> None:
     cfg = copy.deepcopy(config.load())
-    cfg["serve"].update(relink_minutes=360, window_hours=24)
+    cfg["serve"].update(relink_minutes=240, window_hours=24)
     result = replay(scenario, tmp_path / "replay.duckdb", cfg, TOKEN, batch_size=500, hours=13)
     acted = [r for r in result["operators"] if r["hours_to_action"] is not None]
     assert len(acted) >= 2, result
     for r in acted:
-        # Allowed until the first linking run (6 h of event time in), throttled or
-        # blocked from a linking run on.
-        assert 6 <= r["hours_to_action"] <= 13
+        # Allowed until linking runs (every 4 h of event time) have flagged it twice.
+        assert 8 <= r["hours_to_action"] <= 13
         assert r["exchanges_before_action"] > 0 and r["accounts_acted"] >= 1
     assert result["benign"]["account_fp_rate"] <= 0.02

@@ -141,9 +141,14 @@ def build_edges(shared: pd.DataFrame, n_accounts: int, cfg: dict[str, Any]) -> p
     per_kind["sim"] = np.where(per_kind["hits"] >= 2, per_kind["ht"], per_kind["raw"])
     per_kind["w"] = per_kind["kind"].map(weights).astype(float) * (
         1 - np.exp(-3.0 * per_kind["sim"].clip(upper=1.0)))
-    per_kind = per_kind[per_kind["w"] >= float(lk["min_kind_weight"])]
-    edges = per_kind.groupby(["src", "dst"], sort=True).agg(
-        weight=("w", "sum"), kinds=("kind", list)).reset_index()
+    per_kind = per_kind[per_kind["w"] >= float(lk["min_kind_weight"])].reset_index(drop=True)
+    # per_kind is sorted by (src, dst, kind): each pair's kinds are one contiguous run.
+    pair = per_kind[["src", "dst"]]
+    starts = np.flatnonzero(~pair.duplicated().to_numpy())
+    edges = pair.iloc[starts].reset_index(drop=True)
+    edges["weight"] = np.add.reduceat(per_kind["w"].to_numpy(), starts) if len(starts) else []
+    edges["kinds"] = [k.tolist() for k in np.split(per_kind["kind"].to_numpy(), starts[1:])] \
+        if len(starts) else []
     return edges[edges["weight"] >= float(lk["min_edge_weight"])].reset_index(drop=True)
 
 

@@ -2,8 +2,9 @@
 
 Levels, weakest first: allow, watch, throttle, block. An account's level is the strongest of
 - what linking said about it (kept in `enforced`, sticky): a member of a flagged campaign
-  is throttled, blocked from `block_min_score`; an unflagged account scoring at least
-  `watch_min_score` is watched;
+  is throttled, blocked from `block_min_score`, once `confirm_runs` linking runs flagged
+  it (watched before: one run's cluster can be a coincidence of the window); an
+  unflagged account scoring at least `watch_min_score` is watched;
 - a flagged campaign's indicators it carries now: its payment fingerprint (throttle by
   default) or a rare IP the campaign's accounts shared (watch by default).
 Allowlisted accounts (permitted to train on outputs) are always allowed.
@@ -34,7 +35,8 @@ ipx AS (SELECT u.account_id, min(i.value) AS ip, min(i.campaign_id) AS campaign_
         FROM (SELECT account_id, unnest(ips) AS ip FROM s) u
         JOIN indicators i ON i.kind = 'ip' AND i.value = u.ip GROUP BY ALL)
 SELECT s.account_id, s.ts, coalesce(m.allowlisted, false) AS allowlisted,
-       coalesce(e.level, 0) AS link_level, e.campaign_id, e.score, e.reasons,
+       coalesce(e.level, 0) AS link_level, coalesce(e.runs_flagged, 0) AS runs_flagged,
+       e.campaign_id, e.score, e.reasons,
        pay.campaign_id AS pay_campaign, ipx.ip AS ip, ipx.campaign_id AS ip_campaign
 FROM s LEFT JOIN enforced e USING (account_id) LEFT JOIN account_meta m USING (account_id)
        LEFT JOIN pay USING (account_id) LEFT JOIN ipx USING (account_id)
@@ -48,7 +50,12 @@ def decide(facts: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
         return {"decision": "allow", "reasons": ["allowlisted"], "campaign_id": None,
                 "score": facts["score"]}
     level, campaign, reasons = int(facts["link_level"]), facts["campaign_id"], []
-    if level >= LEVEL["throttle"]:
+    confirm = int(cfg["confirm_runs"])
+    if level >= LEVEL["throttle"] and int(facts["runs_flagged"]) < confirm:
+        level = LEVEL["watch"]
+        reasons.append(f"campaign_candidate:{campaign} ({facts['runs_flagged']} of {confirm} "
+                       "linking runs)")
+    elif level >= LEVEL["throttle"]:
         reasons.append(f"campaign_member:{campaign}")
     elif level == LEVEL["watch"]:
         reasons.append(f"score:{facts['score']:.3g}")

@@ -119,9 +119,10 @@ def _store(state: State, det: detect.Detection, linked_at: datetime,
         con.execute("UPDATE link_campaigns SET current = false WHERE current")
         con.execute("INSERT OR REPLACE INTO link_campaigns SELECT * FROM _camps")
         con.execute("""
-            INSERT INTO enforced SELECT account_id, level, campaign_id, score, reasons, since
-            FROM _acc WHERE level > 0
+            INSERT INTO enforced SELECT account_id, level, campaign_id, score, reasons, since,
+                CAST(flagged AS INTEGER) FROM _acc WHERE level > 0
             ON CONFLICT (account_id) DO UPDATE SET
+                runs_flagged = enforced.runs_flagged + EXCLUDED.runs_flagged,
                 campaign_id = CASE WHEN EXCLUDED.level > enforced.level
                               THEN EXCLUDED.campaign_id ELSE enforced.campaign_id END,
                 score = greatest(EXCLUDED.score, enforced.score),

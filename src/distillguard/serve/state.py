@@ -11,8 +11,9 @@ Tables:
 - `link_accounts`: the latest linking result per account (replaced at each run);
 - `link_campaigns`: every campaign any run found (`current` for the latest run's), so the
   campaign a decision names can still be opened after its membership changed;
-- `enforced`: the strongest action any linking run gave each account (sticky: an account
-  does not regain access because its campaign left the window);
+- `enforced`: the strongest action any linking run gave each account and in how many runs
+  it was flagged (sticky: an account does not regain access because its campaign left
+  the window);
 - `indicators`: payment fingerprints, rare IPs and ASNs of flagged campaigns;
 - `decisions`: the last answer given per account; `meta`: schedule bookkeeping.
 """
@@ -57,7 +58,7 @@ SCHEMA = [
         current BOOLEAN)""",
     """CREATE TABLE IF NOT EXISTS enforced (
         account_id VARCHAR PRIMARY KEY, level INTEGER, campaign_id VARCHAR, score DOUBLE,
-        reasons VARCHAR[], since TIMESTAMP)""",
+        reasons VARCHAR[], since TIMESTAMP, runs_flagged INTEGER)""",
     """CREATE TABLE IF NOT EXISTS indicators (
         kind VARCHAR, value VARCHAR, campaign_id VARCHAR, since TIMESTAMP,
         PRIMARY KEY (kind, value))""",
