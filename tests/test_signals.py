@@ -124,7 +124,7 @@ def test_minhash_bands_group_variants_not_unrelated(con: ibis.BaseBackend) -> No
              "Write a python function that merges two sorted lists into one sorted list."]
     t = exchanges(con, prompts(*texts))
     perms, rows = CFG["templates"]["minhash_perms"], CFG["templates"]["band_rows"]
-    bands = text.minhash_bands(t.prompt, perms, rows)
+    bands = text.minhash_bands(text.skeleton(t.prompt), perms, rows)
     assert len(bands) == text.band_count(CFG)
     df = con.execute(t.select(**{f"b{i}": b for i, b in enumerate(bands)}))
     keys = [set(r.dropna()) for _, r in df.iterrows()]
@@ -143,7 +143,7 @@ def test_minhash_head_and_tail_keys(con: ibis.BaseBackend) -> None:
                                "Our team missed two deadlines after the server outage." + tail,
                                "Sales went up in spring because of new stores. Thanks!"))
     df = con.execute(t.select(**{f"b{i}": b for i, b in enumerate(
-        text.minhash_bands(t.prompt, 6, 2)[:2])}))
+        text.minhash_bands(text.skeleton(t.prompt), 6, 2)[:2])}))
     assert df["b1"][0] == df["b1"][1] and df["b0"][0] != df["b0"][1]
     assert df["b0"][0] == df["b0"][2] and df["b1"][0] != df["b1"][2]
 

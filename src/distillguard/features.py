@@ -44,6 +44,8 @@ def exchange_features(t: ir.Table, present: set[str], cfg: dict[str, Any],
                       plan: SignalPlan) -> ir.Table:
     """Per-exchange feature rows: identifiers, time buckets, network keys and signals."""
     bucket_s = int(cfg["timing"]["bucket_seconds"])
+    if "prompt" in present:
+        t = t.mutate(**{text.SKELETON_COLUMN: text.skeleton(t.prompt.fill_null(""))})
     epoch = t.ts.epoch_seconds().cast("int64")
     cols: dict[str, ir.Value] = {
         "exchange_id": t.exchange_id,
@@ -73,7 +75,7 @@ def exchange_features(t: ir.Table, present: set[str], cfg: dict[str, Any],
             plan.skipped[name] = "input has no " + ", ".join(sig.missing(present))
     lsh = cfg["templates"]
     if "prompt" in present:
-        bands = text.minhash_bands(t.prompt.fill_null(""), lsh["minhash_perms"],
+        bands = text.minhash_bands(text.prompt_skeleton(t), lsh["minhash_perms"],
                                    lsh["band_rows"])
         cols["bands"] = ibis.array(bands)
         plan.computed.append("template_family")
@@ -81,9 +83,8 @@ def exchange_features(t: ir.Table, present: set[str], cfg: dict[str, Any],
         cols["bands"] = ibis.literal(None, type="array<int64>")
         plan.skipped["template_family"] = "input has no prompt text"
     if "system_prompt" in present:
-        sk = text.skeleton(t.system_prompt.fill_null(""))
-        cols["system_template_id"] = ibis.cases((sk.length() < 8, ibis.null("int64")),
-                                                else_=sk.hash().cast("int64"))
+        cols["system_template_id"] = text.template_hash(
+            text.skeleton(t.system_prompt.fill_null("")))
     else:
         cols["system_template_id"] = ibis.null("int64")
     return t.select(**cols)

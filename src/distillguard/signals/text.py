@@ -75,12 +75,25 @@ def skeleton(text: ir.StringValue) -> ir.StringValue:
     return s.lower().re_replace(r"[^a-z<> ]+", " ").re_replace(r"\s+", " ").strip()
 
 
+SKELETON_COLUMN = "_skeleton"
+
+
+def prompt_skeleton(t: ir.Table) -> ir.StringValue:
+    """The prompt's skeleton: the precomputed column when the pipeline made one (so the
+    regexes run once per prompt), else computed here."""
+    return t[SKELETON_COLUMN] if SKELETON_COLUMN in t.columns else skeleton(_text(t))
+
+
+def template_hash(sk: ir.StringValue) -> ir.IntegerValue:
+    """Id of a skeleton; NULL for skeletons too short to name a template."""
+    return ibis.cases((sk.length() < 8, ibis.null("int64")), else_=sk.hash().cast("int64"))
+
+
 @exchange_signal("template_id", "Hash of the prompt's template skeleton (numbers, names, "
                  "quotes, code, URLs normalised): identical templates across accounts.",
                  requires=("prompt",))
 def template_id(t: ir.Table) -> ir.Value:
-    sk = skeleton(_text(t))
-    return ibis.cases((sk.length() < 8, ibis.null("int64")), else_=sk.hash().cast("int64"))
+    return template_hash(prompt_skeleton(t))
 
 
 def band_count(cfg: dict) -> int:
@@ -88,11 +101,10 @@ def band_count(cfg: dict) -> int:
     return 2 + int(cfg["templates"]["minhash_perms"]) // int(cfg["templates"]["band_rows"])
 
 
-def minhash_bands(text: ir.StringValue, perms: int, rows: int) -> list[ir.IntegerValue]:
-    """Template-family keys: the skeleton's opening and closing words, and LSH bands of
+def minhash_bands(sk: ir.StringValue, perms: int, rows: int) -> list[ir.IntegerValue]:
+    """Template-family keys of a skeleton: its opening and closing words, and LSH bands of
     MinHash over its words. Slot-filled and paraphrased variants of one template share
     some of them with high probability; unrelated prompts rarely do."""
-    sk = skeleton(text)
     words = sk.split(" ").filter(
         lambda w: (w.length() >= 3) & ~w.isin(STOPWORDS))
     hashed = words.map(lambda w: w.hash().cast("int64") % MINHASH_PRIME)
