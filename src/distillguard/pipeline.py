@@ -27,7 +27,7 @@ def run_detection(exchanges: list[Path], out: Path, cfg: dict[str, Any], *,
     session = DuckDBSession(con)
     det = detect.run(session, ingest, cfg, progress)
     progress("writing outputs")
-    run_dir.finalize(session, det)
+    run_dir.finalize(session, det, cfg)
     inputs = {"exchanges": [str(p) for p in exchanges],
               "accounts": [str(p) for p in accounts or []],
               "releases": [str(p) for p in releases or []]}

@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distillguard import __version__
+from distillguard import __version__, config
 from distillguard import campaigns as cmp
 from distillguard.contract import INDICATOR_KEYS
 from distillguard.detect import Detection
@@ -31,11 +31,16 @@ def _iso(ts: Any) -> str:
     return pd.Timestamp(ts).tz_localize(None).isoformat() + "Z"
 
 
-def _indicators(shared: pd.DataFrame, ids: list[str]) -> dict[str, list[Any]]:
-    """Keys shared by at least two campaign members, most widely shared first."""
+def _indicators(shared: pd.DataFrame, ids: list[str], min_precision: float
+                ) -> dict[str, list[Any]]:
+    """Keys shared by at least two campaign members whose users are mostly (at least
+    `min_precision`) campaign members, so blocking one would hit the campaign, not a
+    public mail provider or a mobile carrier; most widely shared first."""
     s = shared[shared["account_id"].isin(ids)]
-    counts = s.groupby(["kind", "key"])["account_id"].nunique().reset_index(name="m")
-    counts = counts[counts["m"] >= 2].sort_values(["m", "key"], ascending=[False, True])
+    counts = s.groupby(["kind", "key"]).agg(m=("account_id", "nunique"), n=("n", "max")) \
+        .reset_index()
+    counts = counts[(counts["m"] >= 2) & (counts["m"] >= min_precision * counts["n"])]
+    counts = counts.sort_values(["m", "key"], ascending=[False, True])
 
     def top(kind: str) -> list[str]:
         return counts.loc[counts["kind"] == kind, "key"].head(MAX_INDICATORS).tolist()
@@ -46,8 +51,10 @@ def _indicators(shared: pd.DataFrame, ids: list[str]) -> dict[str, list[Any]]:
             "prompt_templates": []}
 
 
-def finalize(session: DuckDBSession, det: Detection) -> None:
-    """Fill campaign statistics, indicators, timeline and template examples from the engine."""
+def finalize(session: DuckDBSession, det: Detection, cfg: dict[str, Any] | None = None) -> None:
+    """Fill campaign statistics, indicators, timeline and template examples from the engine
+    (`cfg` defaults to the packaged configuration)."""
+    cfg = cfg or config.load()
     feats = det.features.set_index("account_id")
     camp_map = pd.DataFrame(
         [(a, c["campaign_id"]) for c in det.campaigns for a in c["account_ids"]],
@@ -60,7 +67,8 @@ def finalize(session: DuckDBSession, det: Detection) -> None:
         c["last_seen"] = _iso(m["last_seen"].max())
         c["capabilities"] = cmp.capability_mix(m)
         c["signals"] = [e.as_dict() for e in c.pop("_evidence")]
-        c["indicators"] = _indicators(det.shared, c["account_ids"])
+        c["indicators"] = _indicators(det.shared, c["account_ids"],
+                                      float(cfg["campaigns"]["indicator_min_precision"]))
         c.pop("_content", None)
         c.pop("_coordination", None)
     xs = session.table("xs")
