@@ -92,6 +92,11 @@ def test_invalid_event_names_field_and_valid_ones_are_kept(client: TestClient) -
     again = client.post("/v1/events", json=[event(1), event(5)], headers=AUTH).json()
     assert [e["status"] for e in again["events"]] == ["duplicate", "accepted"]
     assert client.get("/v1/accounts/acct_a", headers=AUTH).json()["state"]["n_events"] == 3
+    lone = (b'[{"exchange_id": "ex9", "ts": "2026-03-02T00:00:00Z", "account_id": "acct_a", '
+            b'"prompt": "\\ud800"}]')  # a lone surrogate: not encodable as UTF-8
+    r = client.post("/v1/events", content=lone, headers={**AUTH,
+                                                         "Content-Type": "application/json"})
+    assert r.status_code == 422 and r.json()["events"][0]["field"] == "prompt"
 
 
 def test_batch_and_body_limits(client: TestClient) -> None:
@@ -127,6 +132,8 @@ def test_decision_policy() -> None:
                "reasons": ["template_family:0.8"]}
     once = decide({**flagged, "runs_flagged": 1}, s)  # not yet confirmed by a second run
     assert once["decision"] == "watch" and once["reasons"][0].startswith("campaign_candidate")
+    strong = decide({**flagged, "runs_flagged": 1, "link_level": 3, "score": 0.97}, s)
+    assert strong["decision"] == "block"  # strong enough to act on one run
     member = decide({**flagged, "runs_flagged": 2}, s)
     assert member["decision"] == "throttle"
     assert member["reasons"][:2] == ["campaign_member:cmp-1", "template_family:0.8"]
@@ -204,7 +211,7 @@ def test_replay_flips_decisions_after_relinking(scenario: Path, tmp_path: Path) 
     acted = [r for r in result["operators"] if r["hours_to_action"] is not None]
     assert len(acted) >= 2, result
     for r in acted:
-        # Allowed until linking runs (every 4 h of event time) have flagged it twice.
-        assert 8 <= r["hours_to_action"] <= 13
+        # Allowed until a linking run (every 4 h of event time) flagged it.
+        assert 4 <= r["hours_to_action"] <= 13
         assert r["exchanges_before_action"] > 0 and r["accounts_acted"] >= 1
     assert result["benign"]["account_fp_rate"] <= 0.02

@@ -3,7 +3,8 @@
 Levels, weakest first: allow, watch, throttle, block. An account's level is the strongest of
 - what linking said about it (kept in `enforced`, sticky): a member of a flagged campaign
   is throttled, blocked from `block_min_score`, once `confirm_runs` linking runs flagged
-  it (watched before: one run's cluster can be a coincidence of the window); an
+  it or at once from `confirm_skip_score` (watched before: one run's cluster can be a
+  coincidence of the window); an
   unflagged account scoring at least `watch_min_score` is watched;
 - a flagged campaign's indicators it carries now: its payment fingerprint (throttle by
   default) or a rare IP the campaign's accounts shared (watch by default).
@@ -51,7 +52,9 @@ def decide(facts: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
                 "score": facts["score"]}
     level, campaign, reasons = int(facts["link_level"]), facts["campaign_id"], []
     confirm = int(cfg["confirm_runs"])
-    if level >= LEVEL["throttle"] and int(facts["runs_flagged"]) < confirm:
+    confirmed = (int(facts["runs_flagged"]) >= confirm
+                 or (facts["score"] or 0.0) >= float(cfg["confirm_skip_score"]))
+    if level >= LEVEL["throttle"] and not confirmed:
         level = LEVEL["watch"]
         reasons.append(f"campaign_candidate:{campaign} ({facts['runs_flagged']} of {confirm} "
                        "linking runs)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ibis
 import ibis.expr.types as ir
 
+from distillguard.errors import InputError
 from distillguard.signals.registry import exchange_signal
 
 # Slots that vary between fills of one template, replaced by placeholders (order matters:
@@ -97,14 +98,31 @@ def template_id(t: ir.Table) -> ir.Value:
 
 
 def band_count(cfg: dict) -> int:
-    """Template-family keys per exchange: the skeleton's head and tail, plus LSH bands."""
-    return 2 + int(cfg["templates"]["minhash_perms"]) // int(cfg["templates"]["band_rows"])
+    """Template-family keys per exchange: the skeleton's head and tail, plus LSH bands
+    (at most 6: each key keeps its slot in the low three bits)."""
+    bands = int(cfg["templates"]["minhash_perms"]) // int(cfg["templates"]["band_rows"])
+    if not 0 <= bands <= 6:
+        raise InputError("[templates] minhash_perms / band_rows must give 0 to 6 bands")
+    return 2 + bands
+
+
+def _edge_key(words: ir.StringValue, slot: int) -> ir.IntegerValue:
+    """Key of a skeleton's opening or closing words (NULL when too short to mean much).
+
+    The fixed instruction text of a template usually opens or closes it: these words
+    survive slot filling that moves most MinHash minima."""
+    return ibis.cases((words.length() < 12, ibis.null("int64")),
+                      else_=(words.hash().cast("int64") % (1 << 59)) * 8 + slot)
 
 
 def minhash_bands(sk: ir.StringValue, perms: int, rows: int) -> list[ir.IntegerValue]:
     """Template-family keys of a skeleton: its opening and closing words, and LSH bands of
     MinHash over its words. Slot-filled and paraphrased variants of one template share
     some of them with high probability; unrelated prompts rarely do."""
+    bands = [_edge_key(sk.re_extract(r"^((\S+ ){0,5}\S+)", 1), 6),
+             _edge_key(sk.re_extract(r"((\S+ ){0,5}\S+)$", 1), 7)]
+    if perms // rows == 0:
+        return bands
     words = sk.split(" ").filter(
         lambda w: (w.length() >= 3) & ~w.isin(STOPWORDS))
     hashed = words.map(lambda w: w.hash().cast("int64") % MINHASH_PRIME)
@@ -112,14 +130,6 @@ def minhash_bands(sk: ir.StringValue, perms: int, rows: int) -> list[ir.IntegerV
     for i in range(perms):
         a, b = 1_103_515_245 + 2 * i * 40_503 + 1, 12_345 + i * 2_654_435
         mins.append(hashed.map(lambda x, a=a, b=b: (x.abs() * a + b) % MINHASH_PRIME).mins())
-    # The fixed instruction text of a template usually opens or closes it: the first and
-    # last words of the skeleton survive slot filling that moves most MinHash minima.
-    head = sk.re_extract(r"^((\S+ ){0,5}\S+)", 1)
-    tail = sk.re_extract(r"((\S+ ){0,5}\S+)$", 1)
-    bands = [ibis.cases((head.length() < 12, ibis.null("int64")),
-                        else_=(head.hash().cast("int64") % (1 << 59)) * 8 + 6),
-             ibis.cases((tail.length() < 12, ibis.null("int64")),
-                        else_=(tail.hash().cast("int64") % (1 << 59)) * 8 + 7)]
     for j in range(perms // rows):
         key = mins[j * rows]
         for r in range(1, rows):
