@@ -14,6 +14,7 @@ from typing import Any
 import ibis
 import ibis.expr.types as ir
 
+from distillguard.engine.portable import stable_hash
 from distillguard.signals import behaviour, capability, text  # noqa: F401  (registration)
 from distillguard.signals.registry import ACCOUNT_SIGNALS, EXCHANGE_SIGNALS
 
@@ -64,7 +65,7 @@ def exchange_features(t: ir.Table, present: set[str], cfg: dict[str, Any],
         "n_messages": t.n_messages,
         "input_tokens": t.input_tokens,
         "output_tokens": t.output_tokens,
-        "prompt_hash": t.prompt.hash().cast("int64"),
+        "prompt_hash": stable_hash(t.prompt),
     }
     for name, sig in EXCHANGE_SIGNALS.items():
         if sig.available(present):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ibis
 import ibis.expr.types as ir
 
+from distillguard.engine.portable import stable_hash
 from distillguard.errors import InputError
 from distillguard.signals.registry import exchange_signal
 
@@ -87,7 +88,7 @@ def prompt_skeleton(t: ir.Table) -> ir.StringValue:
 
 def template_hash(sk: ir.StringValue) -> ir.IntegerValue:
     """Id of a skeleton; NULL for skeletons too short to name a template."""
-    return ibis.cases((sk.length() < 8, ibis.null("int64")), else_=sk.hash().cast("int64"))
+    return ibis.cases((sk.length() < 8, ibis.null("int64")), else_=stable_hash(sk))
 
 
 @exchange_signal("template_id", "Hash of the prompt's template skeleton (numbers, names, "
@@ -112,7 +113,7 @@ def _edge_key(words: ir.StringValue, slot: int) -> ir.IntegerValue:
     The fixed instruction text of a template usually opens or closes it: these words
     survive slot filling that moves most MinHash minima."""
     return ibis.cases((words.length() < 12, ibis.null("int64")),
-                      else_=(words.hash().cast("int64") % (1 << 59)) * 8 + slot)
+                      else_=(stable_hash(words) % (1 << 59)) * 8 + slot)
 
 
 def minhash_bands(sk: ir.StringValue, perms: int, rows: int) -> list[ir.IntegerValue]:
@@ -125,7 +126,7 @@ def minhash_bands(sk: ir.StringValue, perms: int, rows: int) -> list[ir.IntegerV
         return bands
     words = sk.split(" ").filter(
         lambda w: (w.length() >= 3) & ~w.isin(STOPWORDS))
-    hashed = words.map(lambda w: w.hash().cast("int64") % MINHASH_PRIME)
+    hashed = words.map(lambda w: stable_hash(w) % MINHASH_PRIME)
     mins = []
     for i in range(perms):
         a, b = 1_103_515_245 + 2 * i * 40_503 + 1, 12_345 + i * 2_654_435
