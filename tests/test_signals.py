@@ -358,30 +358,45 @@ def test_rare_keys_keep_keys_of_two_accounts_up_to_the_cap(con: ibis.BaseBackend
     assert set(got["n"]) == {2}
 
 
-def test_build_edges_links_accounts_sharing_a_key() -> None:
-    edges = linking.build_edges(_shared({"card-1": ["a", "b"]}), 1000, CFG)
+def _edges(con: ibis.BaseBackend, groups: dict[str, list[str]], n_accounts: int,
+           kind: str = "payment", share: float = 1.0) -> pd.DataFrame:
+    """Edges for keys -> member accounts, computed in the engine as the pipeline does."""
+    df = _shared(groups, kind).assign(share=share)
+    df["idf"] = np.log(n_accounts / df["n"]) / np.log(n_accounts)
+    return linking.collect_edges(con.execute(linking.edges_expr(ibis.memtable(df), CFG)))
+
+
+def test_edges_link_accounts_sharing_a_key(con: ibis.BaseBackend) -> None:
+    edges = _edges(con, {"card-1": ["a", "b"]}, 1000)
     assert edges[["src", "dst"]].values.tolist() == [["a", "b"]]
     assert edges["kinds"].iloc[0] == ["payment"]
     assert edges["weight"].iloc[0] >= CFG["linking"]["min_edge_weight"]
 
 
-def test_build_edges_weighs_popular_keys_less() -> None:
+def test_edges_weigh_popular_keys_less(con: ibis.BaseBackend) -> None:
     # Both keys are small enough for all pairs (no sampling): only the IDF differs.
-    edges = linking.build_edges(
-        _shared({"rare": ["a", "b"], "common": ["c", "d", "e", "f", "g"]}), 1000, CFG)
+    edges = _edges(con, {"rare": ["a", "b"], "common": ["c", "d", "e", "f", "g"]}, 1000)
     w = edges.set_index(["src", "dst"])["weight"]
     assert len(w) == 1 + 10
     assert w[("a", "b")] > w[("c", "d")] > 0
 
 
-def test_build_edges_chain_sampling_keeps_edges_linear() -> None:
+def test_edges_chain_sampling_keeps_edges_linear(con: ibis.BaseBackend) -> None:
     n, c = 150, CFG["linking"]["chain_neighbours"]
     accounts = [f"a{i:03d}" for i in range(n)]
-    edges = linking.build_edges(_shared({"big": accounts}), 10_000, CFG)
+    edges = _edges(con, {"big": accounts}, 10_000)
     assert n - 1 <= len(edges) <= c * n < n * (n - 1) // 2
     assert set(edges["src"]) | set(edges["dst"]) == set(accounts)
-    again = linking.build_edges(_shared({"big": accounts}), 10_000, CFG)
-    pd.testing.assert_frame_equal(edges, again)
+    pd.testing.assert_frame_equal(edges, _edges(con, {"big": accounts}, 10_000))
+
+
+def test_single_popular_key_is_not_scaled_up(con: ibis.BaseBackend) -> None:
+    """Accounts that share one popular IP for a tenth of their traffic are not linked:
+    scaling that single sampled key by 1/reach would have made an edge of every chain
+    neighbour."""
+    accounts = [f"a{i:03d}" for i in range(100)]
+    assert _edges(con, {"203.0.113.1": accounts}, 1000, kind="ip", share=0.1).empty
+    assert not _edges(con, {"203.0.113.1": accounts[:2]}, 1000, kind="ip", share=1.0).empty
 
 
 def _two_cliques() -> pd.DataFrame:

@@ -44,7 +44,6 @@ class Detection:
     releases: pd.DataFrame
     plan: SignalPlan
     permitted: list[dict[str, Any]]
-    shared: pd.DataFrame  # rare keys shared by accounts (for indicators)
 
 
 def present_columns(session: DuckDBSession, table: str, candidates: tuple[str, ...]) -> set[str]:
@@ -213,15 +212,12 @@ def run(session: DuckDBSession, ingest: IngestReport, cfg: dict[str, Any],
         keys = keys.filter(keys.kind != "family").union(
             fam.select(account_id=fam.account_id, kind=ibis.literal("family"),
                        key=fam.band.cast("string"), cnt=fam.cnt))
-    shared = session.pandas(linking.rare_keys(keys, n_accounts, cfg))
-    n_ex = shared["account_id"].map(feats.set_index("account_id")["n_exchanges"])
-    per_row = np.where(shared["kind"] == "family", n_ex * text.band_count(cfg), n_ex)
-    account_level = shared["kind"].isin(linking.ACCOUNT_KINDS)
-    shared["share"] = np.where(account_level, 1.0, shared["cnt"] / np.maximum(per_row, 1))
-    # Only accounts that sent traffic are linked; allowlisted ones never are.
-    shared = shared[shared["account_id"].isin(feats["account_id"])
-                    & ~shared["account_id"].isin(allowlisted)]
-    edges = linking.build_edges(shared, n_accounts, cfg)
+    acct = feats[["account_id", "n_exchanges"]].assign(
+        allowlisted=feats["account_id"].isin(allowlisted))
+    shared = session.materialize("shared", linking.with_shares(
+        linking.rare_keys(keys, n_accounts, cfg), session.register("acct_volume", acct),
+        n_accounts, text.band_count(cfg)))
+    edges = linking.collect_edges(session.pandas(linking.edges_expr(shared, cfg)))
     membership = linking.cluster(edges, cfg)
     plan.computed.append("linking")
 
@@ -284,7 +280,7 @@ def run(session: DuckDBSession, ingest: IngestReport, cfg: dict[str, Any],
                   "score": float(acct_rows.at[a, "score"])} for a in sorted(allowlisted)]
     acct_df = acct_rows.reset_index()
     return Detection(acct_df, campaigns_out, feats, edges, timeline, templates, releases, plan,
-                     permitted, shared)
+                     permitted)
 
 
 def _member_strength(m: pd.DataFrame, facts: cmp.ClusterFacts, ev: list[cmp.Evidence],

@@ -22,6 +22,8 @@ import leidenalg
 import numpy as np
 import pandas as pd
 
+from distillguard.engine.portable import stable_hash
+
 INFRA_KINDS = ("ip", "ip_prefix", "asn_day", "payment", "email_domain", "signup_ip",
                "signup_burst", "org")
 CONTENT_KINDS = ("template", "family", "system_template")
@@ -84,72 +86,76 @@ def rare_keys(keys: ir.Table, n_accounts: int, cfg: dict[str, Any]) -> ir.Table:
     return keys.join(sizes, ["kind", "key"]).select("account_id", "kind", "key", "cnt", "n")
 
 
-def build_edges(shared: pd.DataFrame, n_accounts: int, cfg: dict[str, Any]) -> pd.DataFrame:
-    """Weighted account pairs from shared rare keys.
+def with_shares(rare: ir.Table, accounts: ir.Table, n_accounts: int, family_slots: int
+                ) -> ir.Table:
+    """Rare keys of accounts that sent traffic and are not allowlisted, with
+    `share` (the fraction of the account's traffic, or template-family slots, carrying the
+    key; 1 for account attributes) and `idf` = log(N / n) / log(N)."""
+    j = rare.join(accounts.filter(~accounts.allowlisted), "account_id")
+    n_ex = j.n_exchanges.cast("float64")
+    share = ibis.cases(
+        (j.kind.isin(ACCOUNT_KINDS), ibis.literal(1.0)),
+        (j.kind == "family", j.cnt.cast("float64") / (n_ex * family_slots)),
+        else_=j.cnt.cast("float64") / n_ex)
+    log_n = float(np.log(max(n_accounts, 3)))
+    idf = (ibis.literal(float(n_accounts)) / j.n.cast("float64")).ln() / log_n
+    return j.select("account_id", "kind", "key", "n", share=share, idf=idf)
 
-    `shared` carries, per account and key, `share`: the fraction of the account's traffic
-    (or of its template-family slots) that carries the key (1 for account attributes such
-    as a payment instrument). Two accounts are similar on a kind of key when the same
-    rare keys dominate both: sim = sum over shared keys of idf * min(share_a, share_b),
-    a weighted overlap in [0, 1]. Ordinary users who happen to share one popular phrasing
-    or network get little; accounts driven by one operator's templates and proxies get a
-    lot. The kind adds w_kind * (1 - exp(-3 sim)).
+
+def edges_expr(shared: ir.Table, cfg: dict[str, Any]) -> ir.Table:
+    """Weighted account pairs from shared rare keys, computed in the engine.
+
+    Two accounts are similar on a kind of key when the same rare keys dominate both:
+    sim = sum over shared keys of idf * min(share_a, share_b), a weighted overlap in
+    [0, 1]. Ordinary users who happen to share one popular phrasing or network get
+    little; accounts driven by one operator's templates and proxies get a lot. The kind
+    adds w_kind * (1 - exp(-3 sim)).
 
     Each key links its accounts in a short chain over a seeded random order (all pairs
-    when the key is small), so a key shared by n accounts costs O(n) edges, not O(n^2).
-    When a pair and kind were sampled through two or more keys, the sampled contributions
-    are divided by their sampling probability (Horvitz-Thompson), so a pair sharing many
-    big keys is not under-counted; a pair met through a single popular key is not scaled.
+    when the key is small): equi-joins on the position, so a key shared by n accounts
+    costs O(n) rows, never O(n^2). When a pair and kind were sampled through two or more
+    keys, the sampled contributions are divided by their sampling probability
+    (Horvitz-Thompson), so a pair sharing many big keys is not under-counted; a pair met
+    through a single popular key is not scaled.
     """
-    cols = ["src", "dst", "weight", "kinds"]
     lk = cfg["linking"]
-    weights = lk["kind_weights"]
-    df = shared[shared["kind"].isin(list(weights))]
-    if df.empty:
-        return pd.DataFrame(columns=cols)
-    log_n = np.log(max(n_accounts, 3))
-    idf = np.log(n_accounts / df["n"].to_numpy(dtype=float)) / log_n
-    df = df.assign(idf=idf, order=pd.util.hash_pandas_object(
-        df["account_id"] + "|" + df["key"], index=False).to_numpy())
-    df = df.sort_values(["kind", "key", "order"], kind="stable").reset_index(drop=True)
-    group = (df["kind"] + "\x00" + df["key"]).to_numpy()
-    acct, kind = df["account_id"].to_numpy(), df["kind"].to_numpy()
-    idf, share = df["idf"].to_numpy(), df["share"].to_numpy(dtype=float)
+    weights = {k: float(v) for k, v in lk["kind_weights"].items()}
     c = int(lk["chain_neighbours"])
-    n = df["n"].to_numpy(dtype=float)
-    # Probability that a given pair of the key's n accounts lies within c places of each
-    # other in the random order: dividing by it makes the sampled sum unbiased
-    # (Horvitz-Thompson), so big keys count as much per pair as small ones.
-    reach = np.where(n > c + 1, (2 * c * n - c * (c + 1)) / (n * np.maximum(n - 1, 1)), 1.0)
-    frames = []
+    s = shared.filter(shared.kind.isin(list(weights)))
+    order = stable_hash(s.account_id + "|" + s.key)
+    s = s.mutate(pos=ibis.row_number().over(
+        ibis.window(group_by=[s.kind, s.key], order_by=[order, s.account_id])))
+    parts = []
     for d in range(1, c + 1):
-        same = group[d:] == group[:-d]
-        if not same.any():
-            break
-        a, b = acct[:-d][same], acct[d:][same]
-        raw = idf[:-d][same] * np.minimum(share[:-d][same], share[d:][same])
-        frames.append(pd.DataFrame({
-            "src": np.minimum(a, b), "dst": np.maximum(a, b), "kind": kind[:-d][same],
-            "raw": raw, "ht": raw / reach[:-d][same]}))
-    if not frames:
-        return pd.DataFrame(columns=cols)
-    pairs = pd.concat(frames, ignore_index=True)
-    pairs = pairs[pairs["src"] != pairs["dst"]]
-    per_kind = pairs.groupby(["src", "dst", "kind"], sort=True).agg(
-        raw=("raw", "sum"), ht=("ht", "sum"), hits=("raw", "size")).reset_index()
-    # A pair met through one popular key only is an accident of the sample: no scaling up.
-    per_kind["sim"] = np.where(per_kind["hits"] >= 2, per_kind["ht"], per_kind["raw"])
-    per_kind["w"] = per_kind["kind"].map(weights).astype(float) * (
-        1 - np.exp(-3.0 * per_kind["sim"].clip(upper=1.0)))
-    per_kind = per_kind[per_kind["w"] >= float(lk["min_kind_weight"])].reset_index(drop=True)
-    # per_kind is sorted by (src, dst, kind): each pair's kinds are one contiguous run.
-    pair = per_kind[["src", "dst"]]
-    starts = np.flatnonzero(~pair.duplicated().to_numpy())
-    edges = pair.iloc[starts].reset_index(drop=True)
-    edges["weight"] = np.add.reduceat(per_kind["w"].to_numpy(), starts) if len(starts) else []
-    edges["kinds"] = [k.tolist() for k in np.split(per_kind["kind"].to_numpy(), starts[1:])] \
-        if len(starts) else []
-    return edges[edges["weight"] >= float(lk["min_edge_weight"])].reset_index(drop=True)
+        b = s.view()
+        j = s.join(b, [s.kind == b.kind, s.key == b.key, b.pos == s.pos + d])
+        n = s.n.cast("float64")
+        reach = ibis.cases((s.n > c + 1, (2 * c * n - c * (c + 1)) / (n * (n - 1))),
+                           else_=ibis.literal(1.0))
+        raw = s.idf * ibis.least(s.share, b.share)
+        parts.append(j.select(src=ibis.least(s.account_id, b.account_id),
+                              dst=ibis.greatest(s.account_id, b.account_id),
+                              kind=s.kind, raw=raw, ht=raw / reach))
+    pairs = parts[0].union(*parts[1:], distinct=False) if len(parts) > 1 else parts[0]
+    per = pairs.group_by(["src", "dst", "kind"]).aggregate(
+        raw=pairs.raw.sum(), ht=pairs.ht.sum(), hits=pairs.count())
+    sim = ibis.cases((per.hits >= 2, per.ht), else_=per.raw)
+    w_kind = ibis.cases(*[(per.kind == k, ibis.literal(v)) for k, v in weights.items()],
+                        else_=ibis.literal(0.0))
+    per = per.mutate(w=w_kind * (1 - (-3.0 * ibis.least(sim, 1.0)).exp()))
+    per = per.filter(per.w >= float(lk["min_kind_weight"]))
+    edges = per.group_by(["src", "dst"]).aggregate(weight=per.w.sum(), kinds=per.kind.collect())
+    return edges.filter(edges.weight >= float(lk["min_edge_weight"])).order_by(["src", "dst"])
+
+
+def collect_edges(df: pd.DataFrame) -> pd.DataFrame:
+    """Edges fetched from the engine, in a deterministic form (sorted kinds)."""
+    if df.empty:
+        return pd.DataFrame({"src": pd.Series(dtype=str), "dst": pd.Series(dtype=str),
+                             "weight": pd.Series(dtype=float), "kinds": pd.Series(dtype=object)})
+    df = df.reset_index(drop=True)
+    df["kinds"] = [sorted(k) for k in df["kinds"]]
+    return df[["src", "dst", "weight", "kinds"]]
 
 
 def cluster(edges: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:

@@ -59,6 +59,12 @@ def finalize(session: DuckDBSession, det: Detection, cfg: dict[str, Any] | None 
     camp_map = pd.DataFrame(
         [(a, c["campaign_id"]) for c in det.campaigns for a in c["account_ids"]],
         columns=["account_id", "campaign_id"])
+    cm = session.register("campaign_members", camp_map if not camp_map.empty else
+                          pd.DataFrame({"account_id": pd.Series(dtype=str),
+                                        "campaign_id": pd.Series(dtype=str)}))
+    sh = session.table("shared")
+    shared = session.pandas(sh.join(cm, "account_id").select(sh.account_id, sh.kind, sh.key,
+                                                            sh.n))
     for c in det.campaigns:
         m = feats.loc[c["account_ids"]].reset_index()
         c["n_accounts"] = len(m)
@@ -67,14 +73,11 @@ def finalize(session: DuckDBSession, det: Detection, cfg: dict[str, Any] | None 
         c["last_seen"] = _iso(m["last_seen"].max())
         c["capabilities"] = cmp.capability_mix(m)
         c["signals"] = [e.as_dict() for e in c.pop("_evidence")]
-        c["indicators"] = _indicators(det.shared, c["account_ids"],
+        c["indicators"] = _indicators(shared, c["account_ids"],
                                       float(cfg["campaigns"]["indicator_min_precision"]))
         c.pop("_content", None)
         c.pop("_coordination", None)
     xs = session.table("xs")
-    cm = session.register("campaign_members", camp_map if not camp_map.empty else
-                          pd.DataFrame({"account_id": pd.Series(dtype=str),
-                                        "campaign_id": pd.Series(dtype=str)}))
     j = xs.left_join(cm, "account_id")
     det.timeline = session.pandas(j.group_by(
         [j.campaign_id, j.ts.truncate("h").name("hour"), j.model]).aggregate(n=j.count())
