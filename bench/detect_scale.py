@@ -11,8 +11,7 @@ sum(length(prompt))`, once cold and once warm: the floor no detector can beat), 
 the whole detection (ingest, detect, outputs) with the time between the pipeline's
 progress callbacks as the stage profile, then prints one Markdown row and appends a
 JSON line to --results. The machine is shared: the load average before and after is
-recorded with the timings. `--portable-hash` runs the pipeline with Ibis' `hash()`
-replaced by `engine.portable.stable_hash` (what Spark parity needs) to price it.
+recorded with the timings.
 """
 
 from __future__ import annotations
@@ -47,14 +46,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True, help="run directory to write")
     ap.add_argument("--config", type=Path, default=None)
     ap.add_argument("--results", type=Path, default=Path("bench/detect_scale.jsonl"))
-    ap.add_argument("--portable-hash", action="store_true",
-                    help="run with engine.portable.stable_hash instead of Ibis hash()")
     args = ap.parse_args()
-    if args.portable_hash:
-        import ibis.expr.types as ir
-
-        from distillguard.engine.portable import stable_hash
-        ir.Value.hash = lambda self: stable_hash(self.cast("string"))  # type: ignore[method-assign]
     cfg = config.load(args.config)
     load_before = os.getloadavg()
     scan_s = bare_scan(args.data / "exchanges")
@@ -76,7 +68,7 @@ def main() -> None:
     row = {
         "data": str(args.data), "exchanges": n, "accounts": result["accounts"],
         "flagged": result["flagged"], "campaigns": len(result["campaigns"]),
-        "portable_hash": args.portable_hash, "detect_s": round(wall, 2),
+        "detect_s": round(wall, 2),
         "exchanges_per_s": round(n / wall), "bare_scan_s": round(scan_s, 3),
         "ratio_to_scan": round(wall / scan_s, 1),
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),

@@ -24,15 +24,27 @@ def run_detection(exchanges: list[Path], out: Path, cfg: dict[str, Any], *,
     ingest = load_configured(con, cfg, exchanges=exchanges, accounts=accounts,
                              releases=releases, fmt=fmt, account_attribute=account_attribute,
                              dsn=dsn)
-    session = DuckDBSession(con)
+    result = detect_and_write(DuckDBSession(con), ingest, exchanges, out, cfg,
+                              accounts=accounts, releases=releases, engine="duckdb",
+                              progress=progress)
+    write_quarantine(con, out / "quarantine.parquet")
+    return result
+
+
+def detect_and_write(session: Any, ingest: Any, exchanges: list[Any], out: Path,
+                     cfg: dict[str, Any], *, accounts: list[Any] | None,
+                     releases: list[Any] | None, engine: str,
+                     progress: Callable[[str], None]) -> dict[str, Any]:
+    """The engine-independent part of a run: detect over the session's validated views,
+    write the run directory, return counts for the summary. (The quarantine file is the
+    engine's to write.)"""
     det = detect.run(session, ingest, cfg, progress)
     progress("writing outputs")
     run_dir.finalize(session, det, cfg)
     inputs = {"exchanges": [str(p) for p in exchanges],
               "accounts": [str(p) for p in accounts or []],
               "releases": [str(p) for p in releases or []]}
-    paths = run_dir.write(out, det, ingest, inputs, cfg, engine="duckdb")
-    write_quarantine(con, out / "quarantine.parquet")
+    paths = run_dir.write(out, det, ingest, inputs, cfg, engine=engine)
     return {"paths": paths, "campaigns": det.campaigns, "ingest": ingest,
             "flagged": int(det.accounts["flagged"].sum()), "accounts": len(det.accounts),
             "skipped": det.plan.skipped, "permitted": det.permitted}

@@ -368,23 +368,15 @@ def run_detection_spark(exchanges: list[Path | str], out: Path, cfg: dict[str, A
     Pass `spark` to reuse a session (tests, notebooks, Databricks); otherwise one is
     created for `master` and left running (Spark sessions are per-process singletons).
     """
-    from distillguard import detect
-    from distillguard.outputs import run_dir
+    from distillguard.pipeline import detect_and_write
 
     progress("starting spark")
     spark = spark or spark_session(master, cfg)
     progress("validating inputs")
     ingest = load_inputs_spark(spark, exchanges=exchanges, accounts=accounts, releases=releases,
                                max_prompt_bytes=cfg["ingest"]["max_prompt_bytes"])
-    session = SparkEngineSession(spark)
-    det = detect.run(session, ingest, cfg, progress)  # type: ignore[arg-type]
-    progress("writing outputs")
-    run_dir.finalize(session, det)  # type: ignore[arg-type]
-    inputs = {"exchanges": [str(p) for p in exchanges],
-              "accounts": [str(p) for p in accounts or []],
-              "releases": [str(p) for p in releases or []]}
-    paths = run_dir.write(out, det, ingest, inputs, cfg, engine="spark")
+    result = detect_and_write(SparkEngineSession(spark), ingest, exchanges, out, cfg,
+                              accounts=accounts, releases=releases, engine="spark",
+                              progress=progress)
     write_quarantine_spark(spark, out / "quarantine.parquet")
-    return {"paths": paths, "campaigns": det.campaigns, "ingest": ingest,
-            "flagged": int(det.accounts["flagged"].sum()), "accounts": len(det.accounts),
-            "skipped": det.plan.skipped, "permitted": det.permitted}
+    return result
