@@ -18,7 +18,7 @@ apt_install() {
   apt-get install -y -qq --no-install-recommends "$@"
 }
 
-# `python3 -m venv` (make setup) needs ensurepip, which Debian ships separately.
+# `python3 -m venv` (./dev setup) needs ensurepip, which Debian ships separately.
 python3 -c 'import ensurepip' >/dev/null 2>&1 || apt_install python3-venv
 
 # Headless browser for tests/test_report_browser.py (Debian packages, no browser download);

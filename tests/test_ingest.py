@@ -502,7 +502,7 @@ def test_cli_ingest_writes_database(tmp_path: Path, cli) -> None:
 def test_installed_entry_point_prints_one_line(tmp_path: Path) -> None:
     """The real console script, in a real process: one line on stderr, exit 2, no traceback."""
     exe = Path(sys.executable).with_name("distillguard")
-    assert exe.exists(), "distillguard is not installed in this environment (make setup)"
+    assert exe.exists(), "distillguard is not installed in this environment (./dev setup)"
     path = write_rows(tmp_path / "no_account.parquet",
                       [{"exchange_id": "1", "ts": "2026-03-01", "prompt": "p"}])
     proc = subprocess.run([str(exe), "validate", str(path)], capture_output=True, text=True,

@@ -1,6 +1,6 @@
 """`distillguard report`: report.html, campaigns.md, indicators.stix.json, enforcement.csv.
 
-`write_all` is the one entry point (the CLI, `detect` and `make demo` call it). It opens
+`write_all` is the one entry point (the CLI, `detect` and `./dev demo` call it). It opens
 the run directory, builds one redacted view, and hands it to each writer; this module
 also gathers the per-campaign evidence the HTML report shows (queried per campaign from
 DuckDB views, so a large run is never loaded row by row into Python).
