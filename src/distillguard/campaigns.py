@@ -110,12 +110,10 @@ class ClusterFacts:
     member_family_share: pd.Series  # per member account
     synchrony: Synchrony
     infra_kinds: dict[str, int]  # member pairs linked per infrastructure kind
-    content_kinds: dict[str, int]
     pivot: tuple[float, float] | None  # (cluster share on new model in 24h, others' share)
     benign_volume_p99: float
     anomalies: dict[str, float] = field(default_factory=dict)
     thresholds: dict[str, float] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _weighted(members: pd.DataFrame, col: str) -> float:
@@ -193,10 +191,6 @@ def evidence(f: ClusterFacts, cfg: dict[str, Any]) -> list[Evidence]:
             f"24 h, against {ref:.0%} for other accounts",
             min(1.0, max(0.0, share - ref) / c["pivot_full"])
             if share >= c["pivot_min_share"] else 0.0))
-    for key in ("verification_abuse", "fresh_accounts"):
-        if key in f.extra:
-            value, detail = f.extra[key]
-            out.append(Evidence(key, value, detail, 0.0))
     return sorted(out, key=lambda e: -e.strength)
 
 

@@ -170,7 +170,6 @@ def _gather_facts(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContex
             synchrony=synchrony(mb[mb["cluster"] == cl],
                                 m.set_index("account_id")["active_buckets"], profile),
             infra_kinds={k: int(v) for k, v in kinds.items() if k in linking.INFRA_KINDS},
-            content_kinds={k: int(v) for k, v in kinds.items() if k in linking.CONTENT_KINDS},
             pivot=pivots.get(int(cl)), benign_volume_p99=ctx.benign_p99,
             anomalies=cmp.anomaly(m, ctx.thresholds), thresholds=ctx.thresholds)
     return out
@@ -206,12 +205,8 @@ def run(session: DuckDBSession, ingest: IngestReport, cfg: dict[str, Any],
         session.materialize("fam", fam_src.group_by(["account_id", "band"]).aggregate(
             cnt=fam_src.count()))
     accounts_tbl = session.table("accounts") if "accounts" in ingest.tables else None
-    keys = linking.account_keys(xs, accounts_tbl, present, account_cols, cfg)
-    if "prompt" in present:
-        fam = session.table("fam")
-        keys = keys.filter(keys.kind != "family").union(
-            fam.select(account_id=fam.account_id, kind=ibis.literal("family"),
-                       key=fam.band.cast("string"), cnt=fam.cnt))
+    families = session.table("fam") if "prompt" in present else None
+    keys = linking.account_keys(xs, accounts_tbl, families, present, account_cols, cfg)
     acct = feats[["account_id", "n_exchanges"]].assign(
         allowlisted=feats["account_id"].isin(allowlisted))
     shared = session.materialize("shared", linking.with_shares(
@@ -258,7 +253,7 @@ def run(session: DuckDBSession, ingest: IngestReport, cfg: dict[str, Any],
     campaigns_out: list[dict[str, Any]] = []
     for _, facts in _gather_facts(session, groups, ctx, cfg).items():
         ev = cmp.evidence(facts, cfg)
-        sc, behaviour, coord = cmp.score(ev, cfg)
+        sc, _, _ = cmp.score(ev, cfg)
         if sc < c["score_threshold"]:
             continue
         keep = sorted(facts.members["account_id"])
@@ -271,7 +266,7 @@ def run(session: DuckDBSession, ingest: IngestReport, cfg: dict[str, Any],
             acct_rows.at[aid, "reasons"] = _account_reasons(ctx.feats.loc[aid], facts, aid,
                                                             reasons)
         campaigns_out.append({"campaign_id": cid, "score": round(sc, 6), "account_ids": keep,
-                              "_evidence": ev, "_content": behaviour, "_coordination": coord})
+                              "_evidence": ev})
     timeline = pd.DataFrame(columns=["campaign_id", "hour", "model", "n"])
     templates = pd.DataFrame(columns=["campaign_id", "template_id", "n_exchanges", "n_accounts",
                                       "example"])

@@ -26,7 +26,6 @@ from distillguard.engine.portable import stable_hash
 
 INFRA_KINDS = ("ip", "ip_prefix", "asn_day", "payment", "email_domain", "signup_ip",
                "signup_burst", "org")
-CONTENT_KINDS = ("template", "family", "system_template")
 # Keys that are attributes of the account (one value each), not of its traffic.
 ACCOUNT_KINDS = ("payment", "email_domain", "signup_ip", "signup_burst", "org")
 
@@ -38,9 +37,12 @@ def _keys(x: ir.Table, kind: str, key: ir.Value) -> ir.Table:
     return k.group_by(["account_id", "kind", "key"]).aggregate(cnt=k.count())
 
 
-def account_keys(x: ir.Table, accounts: ir.Table | None, present: set[str],
-                 account_cols: set[str], cfg: dict[str, Any]) -> ir.Table:
-    """(account_id, kind, key) rows for every linking key the input supports."""
+def account_keys(x: ir.Table, accounts: ir.Table | None, families: ir.Table | None,
+                 present: set[str], account_cols: set[str], cfg: dict[str, Any]) -> ir.Table:
+    """(account_id, kind, key, cnt) rows for every linking key the input supports.
+
+    `families` is the per-account template-family count table (account_id, band, cnt)
+    the pipeline materialises once and also uses for campaign evidence."""
     parts: list[ir.Table] = []
     if "ip" in present:
         parts += [_keys(x, "ip", x.ip), _keys(x, "ip_prefix", x.ip_prefix)]
@@ -48,8 +50,10 @@ def account_keys(x: ir.Table, accounts: ir.Table | None, present: set[str],
         parts.append(_keys(x, "asn_day", x.asn.cast("string") + "@" + x.day.cast("string")))
     if "prompt" in present:
         parts.append(_keys(x, "template", x.template_id))
-        fam = x.select(account_id=x.account_id, band=x.bands.unnest())
-        parts.append(_keys(fam, "family", fam.band))
+    if families is not None:
+        parts.append(families.select(account_id=families.account_id,
+                                     kind=ibis.literal("family"),
+                                     key=families.band.cast("string"), cnt=families.cnt))
     if "system_prompt" in present:
         parts.append(_keys(x, "system_template", x.system_template_id))
     if accounts is not None:

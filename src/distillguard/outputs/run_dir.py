@@ -75,8 +75,6 @@ def finalize(session: DuckDBSession, det: Detection, cfg: dict[str, Any] | None 
         c["signals"] = [e.as_dict() for e in c.pop("_evidence")]
         c["indicators"] = _indicators(shared, c["account_ids"],
                                       float(cfg["campaigns"]["indicator_min_precision"]))
-        c.pop("_content", None)
-        c.pop("_coordination", None)
     xs = session.table("xs")
     j = xs.left_join(cm, "account_id")
     det.timeline = session.pandas(j.group_by(
