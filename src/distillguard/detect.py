@@ -134,8 +134,25 @@ class _FactContext:
     edges: pd.DataFrame
     releases: pd.DataFrame
     present: set[str]
-    thresholds: dict[str, float]
+    weights: np.ndarray  # reference weight per account (rows of feats), see `_weights`
+    quantile: float
     benign_p99: float
+    leave_out: bool = False  # discount each cluster's own members in its reference
+
+    def thresholds(self, ids: list[str]) -> dict[str, float]:
+        """The reference thresholds a cluster with these members is measured against."""
+        w = self.weights
+        if self.leave_out:
+            w = w.copy()
+            inside = self.feats.index.isin(ids)
+            w[inside] = np.minimum(w[inside], 1.0 / max(len(ids), 1))
+        key = (self.leave_out, tuple(ids) if self.leave_out else ())
+        if key not in self._cache:
+            self._cache[key] = cmp.reference_thresholds(self.feats, w, self.quantile)
+        return self._cache[key]
+
+    def __post_init__(self) -> None:
+        self._cache: dict[tuple[bool, tuple[str, ...]], dict[str, float]] = {}
 
 
 def _gather_facts(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContext,
@@ -161,6 +178,7 @@ def _gather_facts(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContex
     for cl, grp in members.groupby("cluster", sort=True):
         ids = sorted(grp["account_id"])
         m = ctx.feats.loc[ids].reset_index()
+        thresholds = ctx.thresholds(ids)
         kinds = kind_pairs.loc[cl].to_dict() if cl in kind_pairs.index.get_level_values(0) \
             else {}
         out[int(cl)] = cmp.ClusterFacts(
@@ -171,7 +189,7 @@ def _gather_facts(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContex
                                 m.set_index("account_id")["active_buckets"], profile),
             infra_kinds={k: int(v) for k, v in kinds.items() if k in linking.INFRA_KINDS},
             pivot=pivots.get(int(cl)), benign_volume_p99=ctx.benign_p99,
-            anomalies=cmp.anomaly(m, ctx.thresholds), thresholds=ctx.thresholds)
+            anomalies=cmp.anomaly(m, thresholds), thresholds=thresholds)
     return out
 
 
@@ -213,47 +231,99 @@ def run(session: DuckDBSession, ingest: IngestReport, cfg: dict[str, Any],
         linking.rare_keys(keys, n_accounts, cfg), session.register("acct_volume", acct),
         n_accounts, text.band_count(cfg)))
     edges = linking.collect_edges(session.pandas(linking.edges_expr(shared, cfg)))
+    vocab = linking.collect_edges(session.pandas(linking.vocabulary_edges_expr(
+        shared, cfg, float(feats["n_exchanges"].sum())))) if "prompt" in present else None
     membership = linking.cluster(edges, cfg)
     plan.computed.append("linking")
 
     progress("scoring campaigns")
     c = cfg["campaigns"]
-    min_n = int(c["min_accounts"])
     acct_rows = pd.DataFrame({"account_id": feats["account_id"], "score": 0.0, "flagged": False,
                               "campaign_id": None, "reasons": [[] for _ in range(n_accounts)]})
     acct_rows = acct_rows.set_index("account_id")
     releases = (session.pandas(session.table("releases"))
                 if "releases" in ingest.tables else pd.DataFrame(columns=["model", "released_at"]))
-    size_of = membership.set_index("account_id")["cluster"].map(
-        membership["cluster"].value_counts())
-    weight = 1.0 / feats["account_id"].map(size_of).fillna(1.0).to_numpy(dtype=float)
     ctx = _FactContext(
         feats=feats.set_index("account_id"), edges=edges, releases=releases, present=present,
-        thresholds=cmp.reference_thresholds(feats, weight, float(c["reference_quantile"])),
+        weights=_weights(feats, membership, allowlisted),
+        quantile=float(c["reference_quantile"]),
         benign_p99=float(np.quantile(feats["exchanges_per_active_day"], 0.99))
         if n_accounts else 0.0)
-    # Phase 1: Leiden clusters. Their unusual behaviours pick each cluster's core: the
-    # members that carry them (a reseller's customers or a shared network's bystanders
-    # drop out here).
+    campaigns_out = _campaign_pass(session, membership, ctx, cfg, acct_rows, allowlisted)
+    if vocab is not None and not vocab.empty:
+        # Pass 2: a broad template vocabulary spread thinly over many accounts links them
+        # only weakly, pair by pair. With those links added, the graph is clustered again;
+        # the new groups are campaigns only if their members also stand out in
+        # extraction-like behaviour: homophily alone (many users of one coding tool share
+        # phrasings and stand out in tool use) is not harvesting.
+        ctx.edges = edges = linking.combine_edges(edges, vocab)
+        wide = linking.cluster(edges, cfg)
+        ctx.leave_out = True
+        taken = set(acct_rows.index[acct_rows["flagged"]])
+        campaigns_out += _campaign_pass(
+            session, wide[~wide["account_id"].isin(taken)], ctx, cfg, acct_rows,
+            allowlisted, behaviours=tuple(c["vocabulary_behaviours"]))
+    timeline = pd.DataFrame(columns=["campaign_id", "hour", "model", "n"])
+    templates = pd.DataFrame(columns=["campaign_id", "template_id", "n_exchanges", "n_accounts",
+                                      "example"])
+    permitted = [{"account_id": a, "n_exchanges": int(feats.set_index("account_id")
+                                                      .at[a, "n_exchanges"]),
+                  "score": float(acct_rows.at[a, "score"])} for a in sorted(allowlisted)]
+    acct_df = acct_rows.reset_index()
+    return Detection(acct_df, campaigns_out, feats, edges, timeline, templates, releases, plan,
+                     permitted)
+
+
+def _weights(feats: pd.DataFrame, membership: pd.DataFrame, allowlisted: set[str]
+             ) -> np.ndarray:
+    """Reference weights of the null model: every independent actor counts once (an
+    account weighs 1 / the size of its cluster, the allowlisted accounts together weigh
+    one), so neither a campaign's thousands of accounts nor permitted distillers can make
+    harvesting behaviour look ordinary."""
+    size_of = membership.set_index("account_id")["cluster"].map(
+        membership["cluster"].value_counts())
+    size = feats["account_id"].map(size_of).fillna(1.0)
+    size[feats["account_id"].isin(allowlisted)] = max(len(allowlisted), 1)
+    return 1.0 / size.to_numpy(dtype=float)
+
+
+def _campaign_pass(session: DuckDBSession, membership: pd.DataFrame, ctx: _FactContext,
+                   cfg: dict[str, Any], acct_rows: pd.DataFrame, allowlisted: set[str],
+                   behaviours: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+    """Clusters -> campaigns, writing scores, flags and reasons into `acct_rows`.
+
+    Phase 1: the clusters' unusual behaviours pick each cluster's core, the members that
+    carry them (a reseller's customers or a shared network's bystanders drop out). Phase
+    2: a campaign is a group of core accounts linked to each other; its evidence is
+    measured again on exactly those accounts. `behaviours` limits which unusual
+    behaviours count (all, and the release pivot, when None)."""
+    c = cfg["campaigns"]
+    min_n = int(c["min_accounts"])
+
+    def scored(groups: pd.DataFrame) -> list[tuple[cmp.ClusterFacts, list[cmp.Evidence], float]]:
+        out = []
+        for _, facts in _gather_facts(session, groups, ctx, cfg).items():
+            ev = cmp.evidence(facts, cfg)
+            if behaviours is not None:
+                ev = [e for e in ev if e.name != "release_pivot" and not (
+                    e.name.startswith("unusual_") and e.name[len("unusual_"):] not in behaviours)]
+            out.append((facts, ev, cmp.score(ev, cfg)[0]))
+        return out
+
     clusters = membership[membership.groupby("cluster")["account_id"].transform("size") >= min_n]
     cores = []
-    for cl, facts in _gather_facts(session, clusters, ctx, cfg).items():
-        ev = cmp.evidence(facts, cfg)
-        sc, _, _ = cmp.score(ev, cfg)
+    for facts, ev, sc in scored(clusters):
         strength = _member_strength(facts.members, facts, ev, c)
         for aid, st in zip(facts.members["account_id"], strength, strict=True):
-            acct_rows.at[aid, "score"] = round(sc * st, 6)
+            acct_rows.at[aid, "score"] = max(acct_rows.at[aid, "score"], round(sc * st, 6))
         if sc >= c["score_threshold"]:
-            cores += [(cl, a) for a, st in zip(facts.members["account_id"], strength, strict=True)
+            cores += [(facts.cluster, a) for a, st in zip(facts.members["account_id"], strength,
+                                                          strict=True)
                       if st >= c["member_min_strength"] and a not in allowlisted]
-    # Phase 2: a campaign is a group of core accounts that are linked to each other; its
-    # evidence is measured again on exactly those accounts.
-    groups = linking.components(pd.DataFrame(cores, columns=["cluster", "account_id"]), edges,
-                                min_n)
+    groups = linking.components(pd.DataFrame(cores, columns=["cluster", "account_id"]),
+                                ctx.edges, min_n)
     campaigns_out: list[dict[str, Any]] = []
-    for _, facts in _gather_facts(session, groups, ctx, cfg).items():
-        ev = cmp.evidence(facts, cfg)
-        sc, _, _ = cmp.score(ev, cfg)
+    for facts, ev, sc in scored(groups):
         if sc < c["score_threshold"]:
             continue
         keep = sorted(facts.members["account_id"])
@@ -267,15 +337,7 @@ def run(session: DuckDBSession, ingest: IngestReport, cfg: dict[str, Any],
                                                             reasons)
         campaigns_out.append({"campaign_id": cid, "score": round(sc, 6), "account_ids": keep,
                               "_evidence": ev})
-    timeline = pd.DataFrame(columns=["campaign_id", "hour", "model", "n"])
-    templates = pd.DataFrame(columns=["campaign_id", "template_id", "n_exchanges", "n_accounts",
-                                      "example"])
-    permitted = [{"account_id": a, "n_exchanges": int(feats.set_index("account_id")
-                                                      .at[a, "n_exchanges"]),
-                  "score": float(acct_rows.at[a, "score"])} for a in sorted(allowlisted)]
-    acct_df = acct_rows.reset_index()
-    return Detection(acct_df, campaigns_out, feats, edges, timeline, templates, releases, plan,
-                     permitted)
+    return campaigns_out
 
 
 def _member_strength(m: pd.DataFrame, facts: cmp.ClusterFacts, ev: list[cmp.Evidence],

@@ -85,16 +85,20 @@ def rare_keys(keys: ir.Table, n_accounts: int, cfg: dict[str, Any]) -> ir.Table:
     """Keys shared by at least two accounts and at most the fan-out cap, with their size."""
     cap = max(int(cfg["linking"]["max_key_fanout"]),
               int(cfg["linking"]["max_key_fanout_share"] * n_accounts))
-    sizes = keys.group_by(["kind", "key"]).aggregate(n=keys.account_id.nunique())
+    sizes = keys.group_by(["kind", "key"]).aggregate(n=keys.account_id.nunique(),
+                                                     uses=keys.cnt.sum())
     sizes = sizes.filter((sizes.n >= 2) & (sizes.n <= cap))
-    return keys.join(sizes, ["kind", "key"]).select("account_id", "kind", "key", "cnt", "n")
+    return keys.join(sizes, ["kind", "key"]).select("account_id", "kind", "key", "cnt", "n",
+                                                    "uses")
 
 
 def with_shares(rare: ir.Table, accounts: ir.Table, n_accounts: int, family_slots: int
                 ) -> ir.Table:
     """Rare keys of accounts that sent traffic and are not allowlisted, with
     `share` (the fraction of the account's traffic, or template-family slots, carrying the
-    key; 1 for account attributes) and `idf` = log(N / n) / log(N)."""
+    key; 1 for account attributes), `idf` = log(N / n) / log(N), and the account's
+    exchanges (`volume`) and the key's uses by all accounts (`uses`) for the vocabulary
+    null model."""
     j = rare.join(accounts.filter(~accounts.allowlisted), "account_id")
     n_ex = j.n_exchanges.cast("float64")
     share = ibis.cases(
@@ -103,29 +107,16 @@ def with_shares(rare: ir.Table, accounts: ir.Table, n_accounts: int, family_slot
         else_=j.cnt.cast("float64") / n_ex)
     log_n = float(np.log(max(n_accounts, 3)))
     idf = (ibis.literal(float(n_accounts)) / j.n.cast("float64")).ln() / log_n
-    return j.select("account_id", "kind", "key", "n", share=share, idf=idf)
+    return j.select("account_id", "kind", "key", "n", "uses", share=share, idf=idf,
+                    volume=j.n_exchanges)
 
 
-def edges_expr(shared: ir.Table, cfg: dict[str, Any]) -> ir.Table:
-    """Weighted account pairs from shared rare keys, computed in the engine.
-
-    Two accounts are similar on a kind of key when the same rare keys dominate both:
-    sim = sum over shared keys of idf * min(share_a, share_b), a weighted overlap in
-    [0, 1]. Ordinary users who happen to share one popular phrasing or network get
-    little; accounts driven by one operator's templates and proxies get a lot. The kind
-    adds w_kind * (1 - exp(-3 sim)).
-
-    Each key links its accounts in a short chain over a seeded random order (all pairs
-    when the key is small): equi-joins on the position, so a key shared by n accounts
-    costs O(n) rows, never O(n^2). When a pair and kind were sampled through two or more
-    keys, the sampled contributions are divided by their sampling probability
-    (Horvitz-Thompson), so a pair sharing many big keys is not under-counted; a pair met
-    through a single popular key is not scaled.
-    """
-    lk = cfg["linking"]
-    weights = {k: float(v) for k, v in lk["kind_weights"].items()}
-    c = int(lk["chain_neighbours"])
-    s = shared.filter(shared.kind.isin(list(weights)))
+def _chain_pairs(s: ir.Table, c: int) -> ir.Table:
+    """Account pairs met through shared keys: each key links its accounts in a short chain
+    over a seeded random order (all pairs when the key is small), `c` neighbours each way.
+    Equi-joins on the position, so a key shared by n accounts costs O(n) rows, never
+    O(n^2). `inv_reach` is 1 / the probability that a given pair of the key's accounts is
+    sampled (Horvitz-Thompson), `raw` the pair's overlap on the key."""
     order = stable_hash(s.account_id + "|" + s.key)
     s = s.mutate(pos=ibis.row_number().over(
         ibis.window(group_by=[s.kind, s.key], order_by=[order, s.account_id])))
@@ -136,20 +127,85 @@ def edges_expr(shared: ir.Table, cfg: dict[str, Any]) -> ir.Table:
         n = s.n.cast("float64")
         reach = ibis.cases((s.n > c + 1, (2 * c * n - c * (c + 1)) / (n * (n - 1))),
                            else_=ibis.literal(1.0))
-        raw = s.idf * ibis.least(s.share, b.share)
         parts.append(j.select(src=ibis.least(s.account_id, b.account_id),
                               dst=ibis.greatest(s.account_id, b.account_id),
-                              kind=s.kind, raw=raw, ht=raw / reach))
-    pairs = parts[0].union(*parts[1:], distinct=False) if len(parts) > 1 else parts[0]
-    per = pairs.group_by(["src", "dst", "kind"]).aggregate(
-        raw=pairs.raw.sum(), ht=pairs.ht.sum(), hits=pairs.count())
-    sim = ibis.cases((per.hits >= 2, per.ht), else_=per.raw)
-    w_kind = ibis.cases(*[(per.kind == k, ibis.literal(v)) for k, v in weights.items()],
-                        else_=ibis.literal(0.0))
-    per = per.mutate(w=w_kind * (1 - (-3.0 * ibis.least(sim, 1.0)).exp()))
+                              kind=s.kind, raw=s.idf * ibis.least(s.share, b.share),
+                              inv_reach=1.0 / reach))
+    return parts[0].union(*parts[1:], distinct=False) if len(parts) > 1 else parts[0]
+
+
+def _vocabulary(pairs: ir.Table, shared: ir.Table, total_exchanges: float,
+                lk: dict[str, Any]) -> ir.Table:
+    """(src, dst, kind, w) for pairs that share more template families than independent
+    accounts would.
+
+    An operator that spreads a broad template set thinly over many low-volume accounts
+    gives each pair only a few shared families, too few for the overlap weight; but the
+    pair still shares them far more often than chance. Under independence, account b
+    uses family k with probability about volume_b * uses_k / total, so a's expected
+    shared count with b is E = volume_b * mass_a / total (symmetrised), mass_a being the
+    uses of a's rare families. The observed count (Horvitz-Thompson from the chain
+    sample) is compared with E by the Poisson log-likelihood ratio; pairs below
+    `vocabulary_min_lift` * E get nothing. Single pairs stay weak evidence; a dense group
+    of them is what clustering picks up and campaign scoring then tests."""
+    fam = shared.filter(shared.kind == "family")
+    acct = fam.group_by("account_id").aggregate(mass=fam.uses.sum().cast("float64"),
+                                                vol=fam.volume.max().cast("float64"))
+    fp = pairs.filter(pairs.kind == "family")
+    fp = fp.group_by(["src", "dst"]).aggregate(ht=fp.inv_reach.sum(), hits=fp.count())
+    fp = fp.select("src", "dst", obs=ibis.cases((fp.hits >= 2, fp.ht), else_=1.0))
+    a, b = acct.view(), acct.view()
+    j = fp.join(a, fp.src == a.account_id).join(b, fp.dst == b.account_id)
+    expected = (j.vol_right * j.mass + j.vol * j.mass_right) / (2.0 * total_exchanges)
+    j = j.select("src", "dst", "obs", expected=ibis.greatest(expected, 1e-9))
+    llr = j.obs * (j.obs / j.expected).ln() - j.obs + j.expected
+    w = float(lk["kind_weights"]["vocabulary"]) * (
+        1 - (-llr / float(lk["vocabulary_llr_scale"])).exp())
+    j = j.filter((j.obs >= float(lk["vocabulary_min_lift"]) * j.expected)
+                 & (j.obs >= float(lk["vocabulary_min_shared"])))
+    return j.select("src", "dst", kind=ibis.literal("vocabulary"), w=w)
+
+
+def _edge_table(per: ir.Table, lk: dict[str, Any]) -> ir.Table:
+    """(src, dst, weight, kinds) from per-kind pair weights (src, dst, kind, w)."""
     per = per.filter(per.w >= float(lk["min_kind_weight"]))
     edges = per.group_by(["src", "dst"]).aggregate(weight=per.w.sum(), kinds=per.kind.collect())
     return edges.filter(edges.weight >= float(lk["min_edge_weight"])).order_by(["src", "dst"])
+
+
+def edges_expr(shared: ir.Table, cfg: dict[str, Any]) -> ir.Table:
+    """Weighted account pairs from shared rare keys, computed in the engine.
+
+    Two accounts are similar on a kind of key when the same rare keys dominate both:
+    sim = sum over shared keys of idf * min(share_a, share_b), a weighted overlap in
+    [0, 1]. Ordinary users who happen to share one popular phrasing or network get
+    little; accounts driven by one operator's templates and proxies get a lot. The kind
+    adds w_kind * (1 - exp(-3 sim)). When a pair and kind were sampled through two or more
+    keys, the sampled contributions are divided by their sampling probability
+    (Horvitz-Thompson), so a pair sharing many big keys is not under-counted; a pair met
+    through a single popular key is not scaled.
+    """
+    lk = cfg["linking"]
+    weights = {k: float(v) for k, v in lk["kind_weights"].items() if k != "vocabulary"}
+    pairs = _chain_pairs(shared.filter(shared.kind.isin(list(weights))),
+                         int(lk["chain_neighbours"]))
+    per = pairs.group_by(["src", "dst", "kind"]).aggregate(
+        raw=pairs.raw.sum(), ht=(pairs.raw * pairs.inv_reach).sum(), hits=pairs.count())
+    sim = ibis.cases((per.hits >= 2, per.ht), else_=per.raw)
+    w_kind = ibis.cases(*[(per.kind == k, ibis.literal(v)) for k, v in weights.items()],
+                        else_=ibis.literal(0.0))
+    return _edge_table(per.select(
+        "src", "dst", "kind", w=w_kind * (1 - (-3.0 * ibis.least(sim, 1.0)).exp())), lk)
+
+
+def vocabulary_edges_expr(shared: ir.Table, cfg: dict[str, Any],
+                          total_exchanges: float) -> ir.Table:
+    """Account pairs that share template families beyond independent use (see
+    `_vocabulary`), as an edge table; `total_exchanges` is all accounts' exchanges."""
+    lk = cfg["linking"]
+    fam = shared.filter(shared.kind == "family")
+    pairs = _chain_pairs(fam, int(lk["chain_neighbours"]))
+    return _edge_table(_vocabulary(pairs, fam, total_exchanges, lk), lk)
 
 
 def collect_edges(df: pd.DataFrame) -> pd.DataFrame:
@@ -160,6 +216,16 @@ def collect_edges(df: pd.DataFrame) -> pd.DataFrame:
     df = df.reset_index(drop=True)
     df["kinds"] = [sorted(k) for k in df["kinds"]]
     return df[["src", "dst", "weight", "kinds"]]
+
+
+def combine_edges(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    """Two edge tables as one: weights of a pair in both are added, kinds merged."""
+    both = pd.concat([a, b], ignore_index=True)
+    if both.empty:
+        return a
+    out = both.groupby(["src", "dst"], sort=True, as_index=False).agg(
+        weight=("weight", "sum"), kinds=("kinds", lambda ks: sorted({k for x in ks for k in x})))
+    return out[["src", "dst", "weight", "kinds"]]
 
 
 def cluster(edges: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
