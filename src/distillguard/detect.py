@@ -249,7 +249,7 @@ def run(session: DuckDBSession, ingest: IngestReport, cfg: dict[str, Any],
         quantile=float(c["reference_quantile"]),
         benign_p99=float(np.quantile(feats["exchanges_per_active_day"], 0.99))
         if n_accounts else 0.0)
-    campaigns_out = _campaign_pass(session, membership, ctx, cfg, acct_rows, allowlisted)
+    accepted = _campaign_pass(session, membership, ctx, cfg, acct_rows, allowlisted)
     if vocab is not None and not vocab.empty:
         # Pass 2: a broad template vocabulary spread thinly over many accounts links them
         # only weakly, pair by pair. With those links added, the graph is clustered again;
@@ -260,9 +260,10 @@ def run(session: DuckDBSession, ingest: IngestReport, cfg: dict[str, Any],
         wide = linking.cluster(edges, cfg)
         ctx.leave_out = True
         taken = set(acct_rows.index[acct_rows["flagged"]])
-        campaigns_out += _campaign_pass(
+        accepted += _campaign_pass(
             session, wide[~wide["account_id"].isin(taken)], ctx, cfg, acct_rows,
             allowlisted, behaviours=tuple(c["vocabulary_behaviours"]))
+    campaigns_out = _final_campaigns(session, accepted, ctx, cfg, acct_rows)
     timeline = pd.DataFrame(columns=["campaign_id", "hour", "model", "n"])
     templates = pd.DataFrame(columns=["campaign_id", "template_id", "n_exchanges", "n_accounts",
                                       "example"])
@@ -289,8 +290,8 @@ def _weights(feats: pd.DataFrame, membership: pd.DataFrame, allowlisted: set[str
 
 def _campaign_pass(session: DuckDBSession, membership: pd.DataFrame, ctx: _FactContext,
                    cfg: dict[str, Any], acct_rows: pd.DataFrame, allowlisted: set[str],
-                   behaviours: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
-    """Clusters -> campaigns, writing scores, flags and reasons into `acct_rows`.
+                   behaviours: tuple[str, ...] | None = None) -> list[tuple[list[str], float]]:
+    """Clusters -> accepted groups (members, score); marks them flagged in `acct_rows`.
 
     Phase 1: the clusters' unusual behaviours pick each cluster's core, the members that
     carry them (a reseller's customers or a shared network's bystanders drop out). Phase
@@ -322,22 +323,42 @@ def _campaign_pass(session: DuckDBSession, membership: pd.DataFrame, ctx: _FactC
                       if st >= c["member_min_strength"] and a not in allowlisted]
     groups = linking.components(pd.DataFrame(cores, columns=["cluster", "account_id"]),
                                 ctx.edges, min_n)
-    campaigns_out: list[dict[str, Any]] = []
-    for facts, ev, sc in scored(groups):
-        if sc < c["score_threshold"]:
-            continue
+    accepted = []
+    for facts, _ev, sc in scored(groups):
+        if sc >= c["score_threshold"]:
+            ids = sorted(facts.members["account_id"])
+            acct_rows.loc[ids, "flagged"] = True
+            accepted.append((ids, sc))
+    return accepted
+
+
+def _final_campaigns(session: DuckDBSession, accepted: list[tuple[list[str], float]],
+                     ctx: _FactContext, cfg: dict[str, Any], acct_rows: pd.DataFrame
+                     ) -> list[dict[str, Any]]:
+    """The campaigns as reported: accepted groups linked to each other about as densely as
+    inside themselves are merged (one operator found in pieces, by several clusters or by
+    both passes, is one campaign; different operators stay apart). Evidence is measured
+    again on each final group; its score is at least the best score merged into it."""
+    pieces = pd.DataFrame([(a, k) for k, (ids, _) in enumerate(accepted) for a in ids],
+                          columns=["account_id", "cluster"])
+    groups = linking.merge_groups(pieces, ctx.edges, float(cfg["campaigns"]["merge_min_ratio"]))
+    floor = pd.Series([accepted[k][1] for k in pieces["cluster"]]).groupby(
+        groups["cluster"].to_numpy()).max()
+    out: list[dict[str, Any]] = []
+    for cl, facts in _gather_facts(session, groups, ctx, cfg).items():
+        ev = cmp.evidence(facts, cfg)
+        sc = max(cmp.score(ev, cfg)[0], float(floor[cl]))
         keep = sorted(facts.members["account_id"])
         cid = cmp.campaign_id(keep)
-        reasons = [f"{e.name}:{e.value:.3g}" for e in ev if e.strength > 0]
+        reasons = [f"{x.name}:{x.value:.3g}" for x in ev if x.strength > 0]
         for aid in keep:
-            acct_rows.at[aid, "flagged"] = True
             acct_rows.at[aid, "campaign_id"] = cid
             acct_rows.at[aid, "score"] = round(max(sc, acct_rows.at[aid, "score"]), 6)
             acct_rows.at[aid, "reasons"] = _account_reasons(ctx.feats.loc[aid], facts, aid,
                                                             reasons)
-        campaigns_out.append({"campaign_id": cid, "score": round(sc, 6), "account_ids": keep,
-                              "_evidence": ev})
-    return campaigns_out
+        out.append({"campaign_id": cid, "score": round(sc, 6), "account_ids": keep,
+                    "_evidence": ev})
+    return sorted(out, key=lambda x: x["campaign_id"])
 
 
 def _member_strength(m: pd.DataFrame, facts: cmp.ClusterFacts, ev: list[cmp.Evidence],

@@ -246,6 +246,42 @@ def cluster(edges: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
                                                                     dtype="int64")})
 
 
+def merge_groups(groups: pd.DataFrame, edges: pd.DataFrame, min_ratio: float) -> pd.DataFrame:
+    """Merge groups of accounts (account_id, cluster) whose links between them are about as
+    dense as the links inside them (average linkage): one operator found in pieces
+    becomes one group, while two operators, linked less densely to each other than
+    within themselves, stay apart. Pairs are merged best first while the density between
+    them is at least `min_ratio` times the lower of their inside densities."""
+    if groups.empty:
+        return groups
+    labels = np.sort(groups["cluster"].unique())
+    pos = pd.Series(np.arange(len(labels)), index=labels)
+    of = groups.set_index("account_id")["cluster"].map(pos)
+    e = edges[edges["src"].isin(of.index) & edges["dst"].isin(of.index)]
+    ia, ib = e["src"].map(of).to_numpy(), e["dst"].map(of).to_numpy()
+    w = np.zeros((len(labels), len(labels)))
+    np.add.at(w, (ia, ib), e["weight"].to_numpy(dtype=float))
+    np.add.at(w, (ib, ia), e["weight"].to_numpy(dtype=float))
+    n = of.value_counts().reindex(np.arange(len(labels))).to_numpy(dtype=float)
+    alive = np.ones(len(labels), dtype=bool)
+    target = np.arange(len(labels))
+    while alive.sum() > 1:
+        inside = np.diag(w) / np.maximum(n * (n - 1), 1.0)  # diag holds 2x the inside weight
+        between = w / np.outer(n, n)
+        ratio = between / np.minimum.outer(inside, inside).clip(min=1e-12)
+        ratio[~alive, :] = ratio[:, ~alive] = -1.0
+        np.fill_diagonal(ratio, -1.0)
+        i, j = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+        if ratio[i, j] < min_ratio:
+            break
+        w[i, :] += w[j, :]
+        w[:, i] += w[:, j]
+        n[i] += n[j]
+        alive[j] = False
+        target[target == j] = i
+    return groups.assign(cluster=labels[target[of.reindex(groups["account_id"]).to_numpy()]])
+
+
 def components(core: pd.DataFrame, edges: pd.DataFrame, min_size: int) -> pd.DataFrame:
     """Connected groups of core accounts within each cluster, linked by edges among
     themselves; groups smaller than `min_size` are dropped. Returns (account_id, cluster)
