@@ -335,13 +335,21 @@ def _campaign_pass(session: DuckDBSession, membership: pd.DataFrame, ctx: _FactC
 def _final_campaigns(session: DuckDBSession, accepted: list[tuple[list[str], float]],
                      ctx: _FactContext, cfg: dict[str, Any], acct_rows: pd.DataFrame
                      ) -> list[dict[str, Any]]:
-    """The campaigns as reported: accepted groups linked to each other about as densely as
-    inside themselves are merged (one operator found in pieces, by several clusters or by
-    both passes, is one campaign; different operators stay apart). Evidence is measured
-    again on each final group; its score is at least the best score merged into it."""
+    """The campaigns as reported. The accepted groups are first split where Leiden, run on
+    the links among all flagged accounts, separates their members (a cluster can hold
+    two operators that share a few templates), then pieces linked to each other about as
+    densely as inside themselves are merged (one operator found in pieces, by several
+    clusters or by both passes, is one campaign). Evidence is measured again on each
+    final group; its score is at least the best score merged into it."""
     pieces = pd.DataFrame([(a, k) for k, (ids, _) in enumerate(accepted) for a in ids],
                           columns=["account_id", "cluster"])
-    groups = linking.merge_groups(pieces, ctx.edges, float(cfg["campaigns"]["merge_min_ratio"]))
+    e = ctx.edges
+    among = e[e["src"].isin(pieces["account_id"]) & e["dst"].isin(pieces["account_id"])]
+    comm = pieces["account_id"].map(linking.cluster(among, cfg).set_index("account_id")[
+        "cluster"]).fillna(-1).astype("int64")
+    split = pieces.assign(cluster=pd.factorize(pieces["cluster"] * (int(comm.max()) + 2)
+                                               + comm + 1, sort=True)[0])
+    groups = linking.merge_groups(split, e, float(cfg["campaigns"]["merge_min_ratio"]))
     floor = pd.Series([accepted[k][1] for k in pieces["cluster"]]).groupby(
         groups["cluster"].to_numpy()).max()
     out: list[dict[str, Any]] = []
