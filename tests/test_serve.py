@@ -12,10 +12,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from distillguard import config
+from distillguard.contract import EXCHANGES
 from distillguard.errors import InputError
 from distillguard.serve.app import create_app
 from distillguard.serve.auth import load_token
 from distillguard.serve.decisions import decide
+from distillguard.serve.events import _check_sql, _FastPath, check_records
 from distillguard.serve.replay import replay
 from distillguard.simulate import generate
 from fixtures_serve import TOKEN, Server, seeded_state
@@ -215,3 +217,55 @@ def test_replay_flips_decisions_after_relinking(scenario: Path, tmp_path: Path) 
         assert 4 <= r["hours_to_action"] <= 13
         assert r["exchanges_before_action"] > 0 and r["accounts_acted"] >= 1
     assert result["benign"]["account_fp_rate"] <= 0.02
+
+
+LIMIT = 40  # prompt bytes, small enough to test the size rule
+ODD_VALUES: list[tuple[str, Any]] = [
+    ("ts", "2026-03-02T10:00:00Z"), ("ts", "2026-03-02T10:00:00+00:00"),
+    ("ts", "2026-03-02 10:00:00"), ("ts", "2026-03-02"), ("ts", "2026-03-02T10:00:00.5+05:30"),
+    ("ts", "2026-03-02T10:00:00.123456-08:00"), ("ts", "2026-02-30T00:00:00Z"),
+    ("ts", "0001-01-01T00:30:00+01:00"), ("ts", "9999-12-31T23:59:59-01:00"),
+    ("ts", 1772445600000), ("ts", 0), ("ts", -5), ("ts", 10 ** 15), ("ts", "1772445600000"),
+    ("ts", " 2026-03-02"), ("ts", "2026-03-02T10:00Z"), ("ts", "yesterday"), ("ts", 1.5e12),
+    ("ts", True), ("ts", None), ("ts", "２０２６-03-02"),
+    ("asn", 64500), ("asn", -1), ("asn", 2 ** 63 - 1), ("asn", 2 ** 63), ("asn", "64500"),
+    ("asn", 64500.0), ("asn", 4.5), ("asn", True),
+    ("ip", "::1"), ("ip", "2001:db8::1"), ("ip", "::ffff:1.2.3.4"), ("ip", "256.1.1.1"),
+    ("ip", " 203.0.113.7"), ("ip", ""), ("ip", "1.2.3"), ("ip", 7),
+    ("tool_names", ["a", "b"]), ("tool_names", []), ("tool_names", ['a"b', "é", "x\ny"]),
+    ("tool_names", [1, 2]), ("tool_names", '["a"]'), ("tool_names", [None]),
+    ("has_image", True), ("has_image", "true"), ("has_image", 1),
+    ("exchange_id", ""), ("exchange_id", "  "), ("exchange_id", "\t"), ("exchange_id", 5),
+    ("exchange_id", None), ("account_id", "ä"), ("account_id", "\u00a0"),
+    ("prompt", None), ("prompt", ""), ("prompt", "x" * (LIMIT + 1)),
+    ("prompt", "é" * (LIMIT // 2 + 1)), ("prompt", "é" * (LIMIT // 2)),
+    ("extra", "value"), ("extra", {"a": 1}), ("extra", [1]),
+]
+
+
+@pytest.mark.parametrize(("column", "value"), ODD_VALUES)
+def test_fast_path_agrees_with_the_sql_rules(column: str, value: Any) -> None:
+    """The Python fast path takes a record only as the ingest's SQL would, with the same
+    typed values; what it is unsure of gets the SQL's answer."""
+    record = {**event(1), "tool_names": ["search"], column: value}
+    fast = check_records([record], EXCHANGES, LIMIT)
+    statuses: list[dict[str, Any]] = [{}]
+    sql_rows, good = _check_sql([record], [0], statuses, EXCHANGES, LIMIT)
+    assert fast.statuses == statuses
+    assert fast.index == good
+    assert fast.arrow().to_pylist() == sql_rows.to_pylist()
+    one = _FastPath(EXCHANGES, LIMIT)  # record by record (a batch with a bad one)
+    by_column = one.columns([record])
+    typed = one.typed(record)
+    assert (typed is None) == (by_column is None)
+    if typed is not None and by_column is not None:
+        assert typed == [v[0] for v in by_column.values()]
+
+
+def test_mixed_batch_keeps_record_order_in_statuses() -> None:
+    batch = [event(1), event(2, ts="1772445600000"), event(3, ts="nope"), event(4)]
+    checked = check_records(batch, EXCHANGES, LIMIT)
+    assert [s["status"] for s in checked.statuses] == ["accepted", "accepted", "rejected",
+                                                      "accepted"]
+    assert sorted(zip(checked.index, checked.columns["exchange_id"], strict=True)) == [
+        (0, "ex1"), (1, "ex2"), (3, "ex4")]

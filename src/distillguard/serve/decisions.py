@@ -13,36 +13,18 @@ Allowlisted accounts (permitted to train on outputs) are always allowed.
 
 from __future__ import annotations
 
+from datetime import datetime
+from operator import itemgetter
 from typing import Any
-
-import pyarrow as pa
 
 from distillguard.serve.state import State
 
 ACTIONS = ("allow", "watch", "throttle", "block")
 LEVEL = {a: i for i, a in enumerate(ACTIONS)}
 REASONS_KEPT = 6
-
-# Per subject account: what linking and the indicators say about it.
-_FACTS = """
-WITH s AS (SELECT account_id, list(DISTINCT ip) FILTER (WHERE ip IS NOT NULL) AS ips,
-                  max(ts) AS ts
-           FROM _subjects GROUP BY account_id),
-pay AS (SELECT m.account_id, min(i.campaign_id) AS campaign_id
-        FROM account_meta m JOIN indicators i
-          ON i.kind = 'payment_fingerprint' AND i.value = m.payment_fingerprint
-        WHERE m.account_id IN (SELECT account_id FROM s) GROUP BY ALL),
-ipx AS (SELECT u.account_id, min(i.value) AS ip, min(i.campaign_id) AS campaign_id
-        FROM (SELECT account_id, unnest(ips) AS ip FROM s) u
-        JOIN indicators i ON i.kind = 'ip' AND i.value = u.ip GROUP BY ALL)
-SELECT s.account_id, s.ts, coalesce(m.allowlisted, false) AS allowlisted,
-       coalesce(e.level, 0) AS link_level, coalesce(e.runs_flagged, 0) AS runs_flagged,
-       e.campaign_id, e.score, e.reasons,
-       pay.campaign_id AS pay_campaign, ipx.ip AS ip, ipx.campaign_id AS ip_campaign
-FROM s LEFT JOIN enforced e USING (account_id) LEFT JOIN account_meta m USING (account_id)
-       LEFT JOIN pay USING (account_id) LEFT JOIN ipx USING (account_id)
-ORDER BY s.account_id
-"""
+# What an account linking never gave a level has: (level, runs_flagged, campaign, score,
+# reasons), as `enforced` would hold it.
+_UNLINKED: tuple[int, int, None, None, None] = (0, 0, None, None, None)
 
 
 def decide(facts: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
@@ -77,24 +59,32 @@ def decide(facts: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
             "campaign_id": campaign, "score": facts["score"]}
 
 
-def decide_batch(state: State, events: pa.Table, cfg: dict[str, Any]) -> dict[str, dict]:
-    """Decisions for the accounts of a batch of stored events; remembered in `decisions`."""
-    subjects = events.select(["account_id", "ip", "ts"])
-    with state.transaction() as con:
-        con.register("_subjects", subjects)
-        cur = con.execute(_FACTS)
-        names = [d[0] for d in cur.description]
-        facts = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
-        con.unregister("_subjects")
-        out = {f["account_id"]: decide(f, cfg) for f in facts}
-        if out:
-            rows = pa.table({
-                "account_id": list(out),
-                "decision": [d["decision"] for d in out.values()],
-                "reasons": pa.array([d["reasons"] for d in out.values()], pa.list_(pa.string())),
-                "campaign_id": pa.array([d["campaign_id"] for d in out.values()], pa.string()),
-                "decided_at": [f["ts"] for f in facts]})
-            con.register("_decided", rows)
-            con.execute("INSERT OR REPLACE INTO decisions SELECT * FROM _decided")
-            con.unregister("_decided")
+def decide_batch(state: State, accounts: list[str], ips: list[str | None],
+                 ts: list[datetime], cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Decisions for the accounts of a batch of stored events (columns of its good rows),
+    by account; remembered in `decisions`. Reads the state's in-memory facts only, and
+    runs the policy only for accounts some fact names (the others are allowed)."""
+    facts = state.facts
+    latest = dict(sorted(zip(accounts, ts, strict=True), key=itemgetter(1)))  # newest wins
+    out = {a: {"decision": "allow", "reasons": [], "campaign_id": None, "score": None}
+           for a in sorted(latest)}
+    hits: dict[str, set[str]] = {}
+    if facts.ips:
+        for a, ip in zip(accounts, ips, strict=True):
+            if ip in facts.ips:
+                hits.setdefault(a, set()).add(ip)
+    paying = {a for a in state.fingerprints.keys() & latest.keys()
+              if state.fingerprints[a] in facts.payment} if facts.payment else set()
+    for a in sorted(hits.keys() | paying | (facts.enforced.keys() & latest.keys())
+                    | (state.allowlisted & latest.keys())):
+        level, runs, campaign, score, reasons = facts.enforced.get(a, _UNLINKED)
+        fingerprint = state.fingerprints.get(a)
+        matched = hits.get(a, ())
+        out[a] = decide({
+            "allowlisted": a in state.allowlisted, "link_level": level, "runs_flagged": runs,
+            "campaign_id": campaign, "score": score, "reasons": reasons,
+            "pay_campaign": None if fingerprint is None else facts.payment.get(fingerprint),
+            "ip": min(matched) if matched else None,
+            "ip_campaign": min(facts.ips[ip] for ip in matched) if matched else None}, cfg)
+    state.add_decisions(out, latest)
     return out

@@ -5,16 +5,24 @@ accounts' traffic at once; per-event scoring cannot do it. So the service re-run
 whole detection (`detect.run`, the same code as `distillguard detect`) over the last
 `window_hours` of event time every `relink_minutes` of event time (or `relink_events`
 events), and the decisions follow its latest result.
+
+In the background mode the detection runs in a child process at a lower CPU priority:
+it is seconds to minutes of CPU, much of it Python holding the interpreter lock, which in
+a thread would stall the request path for as long.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import shutil
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
+from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -34,36 +42,32 @@ INDICATOR_KINDS = {"payment_fingerprints": "payment_fingerprint", "ips": "ip", "
                    "cidrs": "cidr"}
 
 
+# Niceness of the background linking process (the request path keeps the CPU first).
+LINK_NICENESS = 10
+
+
 def due(state: State, cfg: dict[str, Any]) -> bool:
-    """Whether the schedule calls for a linking run now."""
+    """Whether the schedule calls for a linking run now (from the state's counters)."""
     s = cfg["serve"]
-    pending = int(state.get_meta("events_since_link", "0") or 0)
-    if not pending:
+    if not state.pending or state.newest_ts is None:
         return False
-    if s["relink_events"] and pending >= int(s["relink_events"]):
+    if s["relink_events"] and state.pending >= int(s["relink_events"]):
         return True
-    newest = state.get_meta("newest_ts")
-    last = state.get_meta("last_link_ts")
-    if last is None:
-        rows = state.rows("SELECT min(ts) AS t FROM events")
-        last = rows[0]["t"].isoformat() if rows and rows[0]["t"] else newest
-    elapsed = datetime.fromisoformat(newest) - datetime.fromisoformat(last)
-    return elapsed >= timedelta(minutes=float(s["relink_minutes"]))
+    last = state.last_link_ts or state.oldest_ts or state.newest_ts
+    return state.newest_ts - last >= timedelta(minutes=float(s["relink_minutes"]))
 
 
 def _window(state: State, cfg: dict[str, Any]) -> tuple[datetime, dict[str, pa.Table]]:
     """Prune events older than the window and copy the window out of the store."""
-    with state.transaction() as con:
-        newest = datetime.fromisoformat(state.meta_in(con, "newest_ts", ""))
+    with state.transaction(changes_facts=False) as con:
+        newest = state.linked(con)
         cut = newest - timedelta(hours=float(cfg["serve"]["window_hours"]))
-        con.execute("DELETE FROM events WHERE ts < ?", [cut])
+        state.prune(con, cut)
         tables = {"exchanges": con.sql("SELECT * FROM events").to_arrow_table(),
                   "accounts": con.sql("SELECT * FROM account_meta WHERE account_id IN "
                                       "(SELECT DISTINCT account_id FROM events)"
                                       ).to_arrow_table(),
                   "releases": con.sql("SELECT * FROM release_meta").to_arrow_table()}
-        State.set_meta(con, "events_since_link", 0)
-        State.set_meta(con, "last_link_ts", newest.isoformat())
     return newest, tables
 
 
@@ -82,11 +86,11 @@ def _ingest_views(con: Any, tables: dict[str, pa.Table]) -> IngestReport:
     return IngestReport(reports, [])
 
 
-def _store(state: State, det: detect.Detection, linked_at: datetime,
-           cfg: dict[str, Any]) -> None:
+def _store(state: State, accounts: pd.DataFrame, campaigns: list[dict[str, Any]],
+           linked_at: datetime, cfg: dict[str, Any]) -> None:
     """Replace the latest result; raise sticky levels; add the campaigns' indicators."""
     s = cfg["serve"]
-    acc = det.accounts[["account_id", "score", "flagged", "campaign_id", "reasons"]].copy()
+    acc = accounts.copy()
     acc["level"] = 0
     acc.loc[acc["score"] >= float(s["watch_min_score"]), "level"] = LEVEL["watch"]
     acc.loc[acc["flagged"], "level"] = LEVEL["throttle"]
@@ -94,18 +98,18 @@ def _store(state: State, det: detect.Detection, linked_at: datetime,
             "level"] = LEVEL["block"]
     acc["since"] = pd.Timestamp(linked_at)
     camps = pd.DataFrame({
-        "campaign_id": [c["campaign_id"] for c in det.campaigns],
-        "score": [float(c["score"]) for c in det.campaigns],
-        "n_accounts": [int(c["n_accounts"]) for c in det.campaigns],
-        "n_exchanges": [int(c["n_exchanges"]) for c in det.campaigns],
-        "first_seen": [c["first_seen"] for c in det.campaigns],
-        "last_seen": [c["last_seen"] for c in det.campaigns],
-        "linked_at": pd.Series([pd.Timestamp(linked_at)] * len(det.campaigns),
+        "campaign_id": [c["campaign_id"] for c in campaigns],
+        "score": [float(c["score"]) for c in campaigns],
+        "n_accounts": [int(c["n_accounts"]) for c in campaigns],
+        "n_exchanges": [int(c["n_exchanges"]) for c in campaigns],
+        "first_seen": [c["first_seen"] for c in campaigns],
+        "last_seen": [c["last_seen"] for c in campaigns],
+        "linked_at": pd.Series([pd.Timestamp(linked_at)] * len(campaigns),
                                dtype="datetime64[us]"),
-        "doc": [json.dumps(c, default=str) for c in det.campaigns],
+        "doc": [json.dumps(c, default=str) for c in campaigns],
         "current": True})
     inds = pd.DataFrame(
-        [(kind, str(v), c["campaign_id"]) for c in det.campaigns
+        [(kind, str(v), c["campaign_id"]) for c in campaigns
          for key, kind in INDICATOR_KINDS.items() for v in c["indicators"].get(key, [])],
         columns=["kind", "value", "campaign_id"]).drop_duplicates(["kind", "value"])
     inds["since"] = pd.Series([pd.Timestamp(linked_at)] * len(inds), dtype="datetime64[us]")
@@ -138,46 +142,110 @@ def _store(state: State, det: detect.Detection, linked_at: datetime,
         State.set_meta(con, "n_links", n)
 
 
-def relink(state: State, cfg: dict[str, Any], write_files: bool = True) -> dict[str, Any]:
-    """One linking run over the window; returns what it found (for logs and replay)."""
-    started = time.perf_counter()
-    linked_at, tables = _window(state, cfg)
+def _detect(tables: dict[str, pa.Table], cfg: dict[str, Any], out: Path | None,
+            source: str) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """The batch detection over a window; writes the run directory to OUT when given.
+    Returns the accounts' linking result and the campaigns (small, picklable)."""
     con = connect(memory_limit=cfg["engine"]["memory_limit"])
     try:
         ingest = _ingest_views(con, tables)
         session = DuckDBSession(con)
         det = detect.run(session, ingest, cfg)
         run_dir.finalize(session, det)
-        _store(state, det, linked_at, cfg)
-        if write_files:
-            tmp = state.run_dir.with_name(state.run_dir.name + ".tmp")
+        if out is not None:
+            tmp = out.with_name(out.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
-            run_dir.write(tmp, det, ingest, {"exchanges": [str(state.path)], "accounts": [],
+            run_dir.write(tmp, det, ingest, {"exchanges": [source], "accounts": [],
                                              "releases": []}, cfg, engine="duckdb")
-            old = state.run_dir.with_name(state.run_dir.name + ".old")
+            old = out.with_name(out.name + ".old")
             shutil.rmtree(old, ignore_errors=True)
-            if state.run_dir.exists():
-                state.run_dir.rename(old)
-            tmp.rename(state.run_dir)
+            if out.exists():
+                out.rename(old)
+            tmp.rename(out)
             shutil.rmtree(old, ignore_errors=True)
     finally:
         con.close()
+    return det.accounts[["account_id", "score", "flagged", "campaign_id", "reasons"]], \
+        det.campaigns
+
+
+def _detect_child(conn: Connection, tables: dict[str, pa.Table], cfg: dict[str, Any],
+                  out: Path | None, source: str) -> None:
+    """Child process body: lower priority, detect, send the result (or the error) back."""
+    os.nice(LINK_NICENESS)
+    try:
+        conn.send(("ok", _detect(tables, cfg, out, source)))
+    except Exception as exc:
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        conn.close()
+
+
+class _Child:
+    """One detection in a spawned process; `cancel` ends it (shutdown)."""
+
+    def __init__(self) -> None:
+        self.proc: multiprocessing.process.BaseProcess | None = None
+        self.cancelled = False
+
+    def run(self, tables: dict[str, pa.Table], cfg: dict[str, Any], out: Path | None,
+            source: str) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+        ctx = multiprocessing.get_context("spawn")
+        mine, theirs = ctx.Pipe(duplex=False)
+        if self.cancelled:
+            raise RuntimeError("linking cancelled")
+        self.proc = ctx.Process(target=_detect_child, args=(theirs, tables, cfg, out, source),
+                                name="distillguard-link", daemon=True)
+        self.proc.start()
+        theirs.close()
+        if self.cancelled:  # close() came while it started
+            self.proc.terminate()
+        try:
+            kind, result = mine.recv()
+        except EOFError:
+            raise RuntimeError("linking process ended without a result" +
+                               (" (cancelled)" if self.cancelled else "")) from None
+        finally:
+            mine.close()
+            self.proc.join()
+        if kind != "ok":
+            raise RuntimeError(result)
+        return result
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        if self.proc is not None and self.proc.is_alive():
+            self.proc.terminate()
+
+
+def relink(state: State, cfg: dict[str, Any], write_files: bool = True,
+           child: _Child | None = None) -> dict[str, Any]:
+    """One linking run over the window, in this process or (CHILD) in a child process;
+    returns what it found (for logs and replay)."""
+    started = time.perf_counter()
+    linked_at, tables = _window(state, cfg)
+    out = state.run_dir if write_files else None
+    args = (tables, cfg, out, str(state.path))
+    accounts, campaigns = _detect(*args) if child is None else child.run(*args)
+    _store(state, accounts, campaigns, linked_at, cfg)
     seconds = time.perf_counter() - started
-    with state.transaction() as c:
+    with state.transaction(changes_facts=False) as c:
         State.set_meta(c, "last_link_seconds", f"{seconds:.2f}")
     return {"linked_at": linked_at, "exchanges": tables["exchanges"].num_rows,
-            "campaigns": len(det.campaigns), "flagged": int(det.accounts["flagged"].sum()),
+            "campaigns": len(campaigns), "flagged": int(accounts["flagged"].sum()),
             "seconds": seconds}
 
 
 class Linker:
-    """Runs linking when due: inline (in the caller) or on one background worker."""
+    """Runs linking when due: inline (in the caller) or from one background thread that
+    runs the detection in a child process."""
 
     def __init__(self, state: State, cfg: dict[str, Any], write_files: bool = True) -> None:
         self.state, self.cfg, self.write_files = state, cfg, write_files
         self.inline = cfg["serve"]["relink_mode"] == "inline"
         self._pool = None if self.inline else ThreadPoolExecutor(1, "distillguard-link")
         self._running: Future | None = None
+        self._child: _Child | None = None
         self._guard = threading.Lock()
         self.last: dict[str, Any] | None = None
         self.error: str | None = None
@@ -193,21 +261,26 @@ class Linker:
             if self._running is not None and not self._running.done():
                 return False
             assert self._pool is not None
-            self._running = self._pool.submit(self._background)
+            self._child = _Child()
+            self._running = self._pool.submit(self._background, self._child)
         return True
 
-    def _background(self) -> None:
+    def _background(self, child: _Child) -> None:
         try:
-            self.last = relink(self.state, self.cfg, self.write_files)
+            self.last = relink(self.state, self.cfg, self.write_files, child)
             self.error = None
         except Exception as exc:  # the service keeps answering from the last run
             self.error = f"{type(exc).__name__}: {exc}"
 
     def wait(self) -> None:
-        """Block until a background run in progress has finished (tests, shutdown)."""
+        """Block until a background run in progress has finished (tests)."""
         if self._running is not None:
             self._running.result()
 
     def close(self) -> None:
+        """Stop: a linking run under way is cancelled; its window's events are linked by
+        the next run, due on the usual schedule."""
+        if self._child is not None:
+            self._child.cancel()
         if self._pool is not None:
             self._pool.shutdown(wait=True)

@@ -6,9 +6,10 @@ measures the same code path a gateway hits.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from distillguard.contract import ACCOUNTS, EXCHANGES, RELEASES, Table
 from distillguard.serve.decisions import decide_batch
@@ -31,28 +32,34 @@ class Service:
     def max_prompt_bytes(self) -> int:
         return int(self.cfg["ingest"]["max_prompt_bytes"])
 
-    def post_events(self, records: list[Any]) -> dict[str, Any]:
-        """Store the valid events of a batch and answer a decision per account in it."""
+    def post_events(self, records: list[Any], durable: bool = False) -> dict[str, Any]:
+        """Take the valid events of a batch and answer a decision per account in it.
+
+        The events are committed by the next group commit, or before answering when
+        DURABLE (see `state.py` for what a crash can lose otherwise).
+        """
         checked = check_records(records, EXCHANGES, self.max_prompt_bytes)
-        fresh = self.state.add_events(checked.rows)
-        if fresh.num_rows < checked.rows.num_rows:
-            new = set(fresh.column("exchange_id").to_pylist())
-            for s in checked.statuses:
-                if s["status"] == "accepted" and s["exchange_id"] not in new:
-                    s.update(status="duplicate", field="exchange_id",
-                             error="exchange_id already received")
+        rows = checked.columns
+        fresh = self.state.add_events(rows)
+        for i, new in zip(checked.index, fresh, strict=True):
+            if not new:
+                checked.statuses[i].update(status="duplicate", field="exchange_id",
+                                           error="exchange_id already received")
         linked = self.linker.maybe_run()
-        decisions = decide_batch(self.state, checked.rows, self.cfg["serve"])
-        counts = {k: sum(s["status"] == k for s in checked.statuses)
-                  for k in ("accepted", "duplicate", "rejected")}
-        return {**counts, "linked": linked, "events": checked.statuses,
-                "decisions": decisions}
+        decisions = decide_batch(self.state, rows["account_id"], rows["ip"], rows["ts"],
+                                 self.cfg["serve"])
+        if durable:
+            self.state.flush()
+        duplicate = fresh.count(False)
+        return {"accepted": len(fresh) - duplicate, "duplicate": duplicate,
+                "rejected": len(records) - len(fresh), "linked": linked,
+                "events": checked.statuses, "decisions": decisions}
 
     def post_table(self, table: Table, records: list[Any]) -> dict[str, Any]:
         """Accounts or releases: upserted by key; bad records answered like events."""
         checked = check_records(records, table, self.max_prompt_bytes)
         target = {ACCOUNTS.name: "account_meta", RELEASES.name: "release_meta"}[table.name]
-        stored = self.state.upsert(table, target, checked.rows)
+        stored = self.state.upsert(table, target, checked.arrow())
         return {"accepted": stored, "rejected": len(checked.rejected),
                 "records": checked.statuses}
 
@@ -115,14 +122,18 @@ class Service:
             "(SELECT count(*) FROM link_campaigns WHERE current) AS campaigns")[0]
         decided = {r["decision"]: r["n"] for r in self.state.rows(
             "SELECT decision, count(*) AS n FROM decisions GROUP BY ALL")}
-        return {**counts, "decisions": decided, "meta": meta, "link_error": self.linker.error}
+        return {**counts, "decisions": decided, "meta": meta, "link_error": self.linker.error,
+                "write_error": self.state.write_error}
 
     def close(self) -> None:
         self.linker.close()
         self.state.close()
 
 
-def dumps(obj: Any) -> str:
-    """JSON for API answers (timestamps as ISO text)."""
-    return json.dumps(obj, default=lambda v: v.isoformat() if hasattr(v, "isoformat")
-                      else str(v))
+def _fallback(value: Any) -> str:
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+def dumps(obj: Any) -> bytes:
+    """JSON for API answers (timestamps as ISO text); orjson, a few times faster."""
+    return orjson.dumps(obj, default=_fallback, option=orjson.OPT_NON_STR_KEYS)
