@@ -61,9 +61,9 @@ def test_outputs_follow_the_contract(run: Path, scenario: Path) -> None:
 def test_metrics_stay_above_floor(run: Path, scenario: Path) -> None:
     result = evaluate_run(scenario / "truth.parquet", run)
     det = result["systems"]["detector"]
-    assert det["precision"] >= 0.95
-    assert det["recall"] >= 0.6
-    assert det["ari"] >= 0.7
+    assert det["precision"] >= 0.97
+    assert det["recall"] >= 0.85
+    assert det["ari"] >= 0.85
 
 
 def test_allowlisted_accounts_are_never_flagged(run: Path, scenario: Path) -> None:

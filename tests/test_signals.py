@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from distillguard import campaigns, config, linking
+from distillguard import campaigns, config, detect, linking
 from distillguard.contract import EXCHANGES, Kind
 from distillguard.features import SignalPlan, account_features, exchange_features, with_gaps
 from distillguard.signals import text, timing
@@ -397,6 +397,76 @@ def test_single_popular_key_is_not_scaled_up(con: ibis.BaseBackend) -> None:
     accounts = [f"a{i:03d}" for i in range(100)]
     assert _edges(con, {"203.0.113.1": accounts}, 1000, kind="ip", share=0.1).empty
     assert not _edges(con, {"203.0.113.1": accounts[:2]}, 1000, kind="ip", share=1.0).empty
+
+
+def _family_rows(rng: np.random.Generator, accounts: list[str], pool: list[str], draws: int
+                 ) -> list[dict[str, object]]:
+    """Template-family key rows of accounts that each draw `draws` keys from `pool`."""
+    return [{"account_id": a, "key": k} for a in accounts
+            for k in rng.choice(pool, size=draws, replace=False)]
+
+
+def test_vocabulary_links_a_group_sharing_families_beyond_chance(
+        con: ibis.BaseBackend) -> None:
+    """Forty low-volume accounts spreading one broad template set thinly (each uses 15 of
+    its 60 families) share only a few families per pair, too few for the overlap weight;
+    300 independent accounts draw as many families from a large common pool. Only the
+    group's pairs share more than independent use would give (chance gives a few
+    isolated pairs among the 45,000 independent ones, never a group)."""
+    rng = np.random.default_rng(0)
+    group = [f"g{i:02d}" for i in range(40)]
+    others = [f"o{i:03d}" for i in range(300)]
+    rows = _family_rows(rng, group, [f"op{i}" for i in range(60)], 15)
+    rows += _family_rows(rng, others, [f"pub{i}" for i in range(3000)], 15)
+    df = pd.DataFrame(rows).assign(kind="family", cnt=1)
+    size = df.groupby("key")["account_id"].transform("nunique")
+    df = df.assign(n=size, uses=df.groupby("key")["cnt"].transform("sum"), volume=30,
+                   share=1 / 30, idf=np.log(340 / size) / np.log(340))
+    df = df[df["n"] >= 2]
+    overlap = linking.collect_edges(con.execute(linking.edges_expr(ibis.memtable(df), CFG)))
+    vocab = linking.collect_edges(con.execute(linking.vocabulary_edges_expr(
+        ibis.memtable(df), CFG, 30.0 * 340)))
+    assert overlap.empty
+    inside = vocab[vocab["src"].isin(group) & vocab["dst"].isin(group)]
+    assert len(set(inside["src"]) | set(inside["dst"])) >= 30
+    assert len(inside) >= 100
+    chance = vocab[vocab["src"].isin(others) | vocab["dst"].isin(others)]
+    assert len(chance) <= 5
+    assert pd.concat([chance["src"], chance["dst"]]).value_counts().max() <= 1
+    assert all(k == ["vocabulary"] for k in vocab["kinds"])
+
+
+def test_merge_groups_joins_pieces_of_one_operator_only() -> None:
+    """Two pieces of one dense clique merge; a second clique linked to it by one edge
+    stays apart."""
+    a = [f"a{i}" for i in range(8)]
+    b = [f"b{i}" for i in range(6)]
+    pairs = [(x, y) for grp in (a, b) for i, x in enumerate(grp) for y in grp[i + 1:]]
+    pairs.append(("a0", "b0"))
+    edges = pd.DataFrame(pairs, columns=["src", "dst"]).assign(weight=1.0)
+    groups = pd.DataFrame({"account_id": a + b, "cluster": [0] * 4 + [1] * 4 + [2] * 6})
+    got = linking.merge_groups(groups, edges, CFG["campaigns"]["merge_min_ratio"])
+    of = got.set_index("account_id")["cluster"]
+    assert of[a].nunique() == 1
+    assert of[b].nunique() == 1
+    assert of["a0"] != of["b0"]
+
+
+def test_leave_out_reference_ignores_the_cluster_being_measured() -> None:
+    """Two hundred unlinked accounts of one campaign (6 % of all) would set the 99 %
+    reference inside their own behaviour; measured against everyone else, they stand
+    out."""
+    ordinary = pd.DataFrame({"account_id": [f"u{i:04d}" for i in range(3000)],
+                             "n_asns": np.random.default_rng(1).integers(1, 5, 3000)})
+    campaign = pd.DataFrame({"account_id": [f"c{i:03d}" for i in range(200)], "n_asns": 30})
+    feats = pd.concat([ordinary, campaign], ignore_index=True).assign(n_exchanges=100)
+    ctx = detect._FactContext(
+        feats=feats.set_index("account_id"), edges=pd.DataFrame(), releases=pd.DataFrame(),
+        present=set(), weights=np.ones(len(feats)), quantile=0.99, benign_p99=0.0)
+    ids = list(campaign["account_id"])
+    assert ctx.thresholds(ids)["n_asns"] >= 30
+    ctx.leave_out = True
+    assert ctx.thresholds(ids)["n_asns"] <= 4
 
 
 def _two_cliques() -> pd.DataFrame:

@@ -341,6 +341,8 @@ def _final_campaigns(session: DuckDBSession, accepted: list[tuple[list[str], flo
     densely as inside themselves are merged (one operator found in pieces, by several
     clusters or by both passes, is one campaign). Evidence is measured again on each
     final group; its score is at least the best score merged into it."""
+    if not accepted:
+        return []
     pieces = pd.DataFrame([(a, k) for k, (ids, _) in enumerate(accepted) for a in ids],
                           columns=["account_id", "cluster"])
     e = ctx.edges
