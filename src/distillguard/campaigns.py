@@ -91,13 +91,20 @@ def above(members: pd.DataFrame, thresholds: dict[str, float], dim: str) -> np.n
     return np.nan_to_num(conservative(members, dim), nan=-np.inf) > thresholds[dim]
 
 
-def anomaly(members: pd.DataFrame, thresholds: dict[str, float]) -> dict[str, float]:
+def anomaly(members: pd.DataFrame, thresholds: dict[str, float],
+            min_members: int = 1) -> dict[str, float]:
     """Per behaviour, the share of the cluster's traffic sent by members above the reference
-    threshold (traffic-weighted, so a distiller hiding in a pool of customers still shows)."""
+    threshold (traffic-weighted, so a distiller hiding in a pool of customers still shows);
+    0 unless at least `min_members` members are above it: a campaign is several accounts
+    doing the unusual thing, not one or two heavy users of an ordinary product."""
     n = members["n_exchanges"].to_numpy(dtype=float)
     total = max(n.sum(), 1.0)
-    return {d: float(n[above(members, thresholds, d)].sum() / total)
-            for d in thresholds if d in members}
+    out = {}
+    for d in thresholds:
+        if d in members:
+            hit = above(members, thresholds, d)
+            out[d] = float(n[hit].sum() / total) if hit.sum() >= min_members else 0.0
+    return out
 
 
 @dataclass

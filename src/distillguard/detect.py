@@ -189,7 +189,8 @@ def _gather_facts(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContex
                                 m.set_index("account_id")["active_buckets"], profile),
             infra_kinds={k: int(v) for k, v in kinds.items() if k in linking.INFRA_KINDS},
             pivot=pivots.get(int(cl)), benign_volume_p99=ctx.benign_p99,
-            anomalies=cmp.anomaly(m, thresholds), thresholds=thresholds)
+            anomalies=cmp.anomaly(m, thresholds, int(cfg["campaigns"]["min_accounts"])),
+            thresholds=thresholds)
     return out
 
 
@@ -262,7 +263,7 @@ def run(session: DuckDBSession, ingest: IngestReport, cfg: dict[str, Any],
         taken = set(acct_rows.index[acct_rows["flagged"]])
         accepted += _campaign_pass(
             session, wide[~wide["account_id"].isin(taken)], ctx, cfg, acct_rows,
-            allowlisted, behaviours=tuple(c["vocabulary_behaviours"]))
+            allowlisted, behaviours=tuple(c["vocabulary_behaviours"]), link_kind="vocabulary")
     campaigns_out = _final_campaigns(session, accepted, ctx, cfg, acct_rows)
     timeline = pd.DataFrame(columns=["campaign_id", "hour", "model", "n"])
     templates = pd.DataFrame(columns=["campaign_id", "template_id", "n_exchanges", "n_accounts",
@@ -290,14 +291,16 @@ def _weights(feats: pd.DataFrame, membership: pd.DataFrame, allowlisted: set[str
 
 def _campaign_pass(session: DuckDBSession, membership: pd.DataFrame, ctx: _FactContext,
                    cfg: dict[str, Any], acct_rows: pd.DataFrame, allowlisted: set[str],
-                   behaviours: tuple[str, ...] | None = None) -> list[tuple[list[str], float]]:
+                   behaviours: tuple[str, ...] | None = None, link_kind: str | None = None
+                   ) -> list[tuple[list[str], float]]:
     """Clusters -> accepted groups (members, score); marks them flagged in `acct_rows`.
 
     Phase 1: the clusters' unusual behaviours pick each cluster's core, the members that
     carry them (a reseller's customers or a shared network's bystanders drop out). Phase
     2: a campaign is a group of core accounts linked to each other; its evidence is
     measured again on exactly those accounts. `behaviours` limits which unusual
-    behaviours count (all, and the release pivot, when None)."""
+    behaviours count (all, and the release pivot, when None); with `link_kind`, only
+    members linked to their cluster by that kind of link can be core."""
     c = cfg["campaigns"]
     min_n = int(c["min_accounts"])
 
@@ -312,6 +315,7 @@ def _campaign_pass(session: DuckDBSession, membership: pd.DataFrame, ctx: _FactC
         return out
 
     clusters = membership[membership.groupby("cluster")["account_id"].transform("size") >= min_n]
+    eligible = _linked_by(clusters, ctx.edges, link_kind) if link_kind else None
     cores = []
     for facts, ev, sc in scored(clusters):
         strength = _member_strength(facts.members, facts, ev, c)
@@ -320,7 +324,8 @@ def _campaign_pass(session: DuckDBSession, membership: pd.DataFrame, ctx: _FactC
         if sc >= c["score_threshold"]:
             cores += [(facts.cluster, a) for a, st in zip(facts.members["account_id"], strength,
                                                           strict=True)
-                      if st >= c["member_min_strength"] and a not in allowlisted]
+                      if st >= c["member_min_strength"] and a not in allowlisted
+                      and (eligible is None or a in eligible)]
     groups = linking.components(pd.DataFrame(cores, columns=["cluster", "account_id"]),
                                 ctx.edges, min_n)
     accepted = []
@@ -330,6 +335,15 @@ def _campaign_pass(session: DuckDBSession, membership: pd.DataFrame, ctx: _FactC
             acct_rows.loc[ids, "flagged"] = True
             accepted.append((ids, sc))
     return accepted
+
+
+def _linked_by(membership: pd.DataFrame, edges: pd.DataFrame, kind: str) -> set[str]:
+    """Accounts with a link of `kind` to another member of their own cluster."""
+    of = membership.set_index("account_id")["cluster"]
+    e = edges[edges["kinds"].map(lambda ks: kind in ks)]
+    e = e[e["src"].isin(of.index) & e["dst"].isin(of.index)]
+    e = e[e["src"].map(of).to_numpy() == e["dst"].map(of).to_numpy()]
+    return set(e["src"]) | set(e["dst"])
 
 
 def _final_campaigns(session: DuckDBSession, accepted: list[tuple[list[str], float]],

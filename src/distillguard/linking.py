@@ -26,6 +26,9 @@ from distillguard.engine.portable import stable_hash
 
 INFRA_KINDS = ("ip", "ip_prefix", "asn_day", "payment", "email_domain", "signup_ip",
                "signup_burst", "org")
+# Keys from the prompt text: an operator's template can be filled by thousands of its
+# accounts, so these get a larger fan-out cap (their IDF still weighs them down).
+CONTENT_KINDS = ("template", "family", "system_template")
 # Keys that are attributes of the account (one value each), not of its traffic.
 ACCOUNT_KINDS = ("payment", "email_domain", "signup_ip", "signup_burst", "org")
 
@@ -83,11 +86,13 @@ def account_keys(x: ir.Table, accounts: ir.Table | None, families: ir.Table | No
 
 def rare_keys(keys: ir.Table, n_accounts: int, cfg: dict[str, Any]) -> ir.Table:
     """Keys shared by at least two accounts and at most the fan-out cap, with their size."""
-    cap = max(int(cfg["linking"]["max_key_fanout"]),
-              int(cfg["linking"]["max_key_fanout_share"] * n_accounts))
+    lk = cfg["linking"]
+    cap = max(int(lk["max_key_fanout"]), int(lk["max_key_fanout_share"] * n_accounts))
+    content_cap = max(cap, int(lk["max_content_key_fanout_share"] * n_accounts))
     sizes = keys.group_by(["kind", "key"]).aggregate(n=keys.account_id.nunique(),
                                                      uses=keys.cnt.sum())
-    sizes = sizes.filter((sizes.n >= 2) & (sizes.n <= cap))
+    limit = ibis.cases((sizes.kind.isin(CONTENT_KINDS), content_cap), else_=cap)
+    sizes = sizes.filter((sizes.n >= 2) & (sizes.n <= limit))
     return keys.join(sizes, ["kind", "key"]).select("account_id", "kind", "key", "cnt", "n",
                                                     "uses")
 
