@@ -86,9 +86,11 @@ def conservative(members: pd.DataFrame, dim: str, z: float = 1.96) -> np.ndarray
     return (centre - margin) / (1 + z * z / n)
 
 
-def above(members: pd.DataFrame, thresholds: dict[str, float], dim: str) -> np.ndarray:
-    """Which members exceed the reference threshold on `dim` (conservatively)."""
-    return np.nan_to_num(conservative(members, dim), nan=-np.inf) > thresholds[dim]
+def above(members: pd.DataFrame, thresholds: dict[str, float], dim: str,
+          z: float = 1.96) -> np.ndarray:
+    """Which members exceed the reference threshold on `dim` (conservatively, shares at
+    the Wilson lower bound for `z`)."""
+    return np.nan_to_num(conservative(members, dim, z), nan=-np.inf) > thresholds[dim]
 
 
 def anomaly(members: pd.DataFrame, thresholds: dict[str, float],

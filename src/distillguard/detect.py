@@ -401,7 +401,7 @@ def _member_strength(m: pd.DataFrame, facts: cmp.ClusterFacts, ev: list[cmp.Evid
     s = np.zeros(len(m))
     for dim in facts.thresholds:
         if f"unusual_{dim}" in strong:
-            s = np.maximum(s, cmp.above(m, facts.thresholds, dim).astype(float))
+            s = np.maximum(s, cmp.above(m, facts.thresholds, dim, c["member_z"]).astype(float))
     return [float(v) for v in s]
 
 
