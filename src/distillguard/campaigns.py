@@ -119,6 +119,7 @@ class ClusterFacts:
     member_family_share: pd.Series  # per member account
     synchrony: Synchrony
     infra_kinds: dict[str, int]  # member pairs linked per infrastructure kind
+    vocabulary_pairs: int  # member pairs sharing template families beyond chance
     pivot: tuple[float, float] | None  # (cluster share on new model in 24h, others' share)
     benign_volume_p99: float
     anomalies: dict[str, float] = field(default_factory=dict)
@@ -182,6 +183,12 @@ def evidence(f: ClusterFacts, cfg: dict[str, Any]) -> list[Evidence]:
         "member links through " + (", ".join(f"{k} ({v})" for k, v in sorted(
             f.infra_kinds.items(), key=lambda kv: -kv[1])) or "no shared infrastructure"),
         min(1.0, infra_pairs / max(1.0, n - 1))))
+    if f.vocabulary_pairs:
+        out.append(Evidence(
+            "shared_vocabulary", float(f.vocabulary_pairs),
+            f"{f.vocabulary_pairs} member pairs share more template families than independent "
+            f"accounts would (Poisson test against their volumes)",
+            min(1.0, f.vocabulary_pairs / max(1.0, n - 1))))
     out.append(Evidence("coordinated_accounts", float(n),
                         f"{n} accounts linked into one cluster", min(1.0, (n - 1) / 9)))
     vol = m["exchanges_per_active_day"].to_numpy(dtype=float)
@@ -206,18 +213,19 @@ def evidence(f: ClusterFacts, cfg: dict[str, Any]) -> list[Evidence]:
 def score(ev: list[Evidence], cfg: dict[str, Any]) -> tuple[float, float, float]:
     """(score, behaviour, coordination).
 
-    Coordination: noisy-OR of shared infrastructure, shared template families and
-    synchrony, scaled by how many accounts take part and by the share of them that stay
-    inside the ordinary per-account volume range. Behaviour: the strongest way the
-    members stand out from uncoordinated accounts (extraction prompts, proxy rotation,
-    ...) or move together to a new model on release. A campaign needs both; the score
-    is their geometric mean.
+    Coordination: noisy-OR of shared infrastructure, shared template families, a shared
+    template vocabulary and synchrony, scaled by how many accounts take part and by the
+    share of them that stay inside the ordinary per-account volume range. Behaviour: the
+    strongest way the members stand out from uncoordinated accounts (extraction prompts,
+    proxy rotation, ...) or move together to a new model on release. A campaign needs
+    both; the score is their geometric mean.
     """
     by = {e.name: e.strength for e in ev}
     behaviour = max([by.get("release_pivot", 0.0)] +
                     [v for k, v in by.items() if k.startswith("unusual_")])
     coord = 1 - ((1 - by.get("shared_infrastructure", 0) * 0.8)
                  * (1 - by.get("shared_template_families", 0) * 0.8)
+                 * (1 - by.get("shared_vocabulary", 0) * 0.8)
                  * (1 - by.get("synchrony", 0)))
     # A hydra spreads its load so that each head stays under per-account limits; a group
     # whose accounts each run far above ordinary volume is not hiding that way.

@@ -188,6 +188,7 @@ def _gather_facts(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContex
             synchrony=synchrony(mb[mb["cluster"] == cl],
                                 m.set_index("account_id")["active_buckets"], profile),
             infra_kinds={k: int(v) for k, v in kinds.items() if k in linking.INFRA_KINDS},
+            vocabulary_pairs=int(kinds.get("vocabulary", 0)),
             pivot=pivots.get(int(cl)), benign_volume_p99=ctx.benign_p99,
             anomalies=cmp.anomaly(m, thresholds, int(cfg["campaigns"]["min_accounts"])),
             thresholds=thresholds)
