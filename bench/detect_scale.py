@@ -40,6 +40,11 @@ def bare_scan(exchanges: Path) -> float:
     return time.perf_counter() - t
 
 
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True, help="simulator output directory")
@@ -51,6 +56,7 @@ def main() -> None:
     load_before = os.getloadavg()
     scan_s = bare_scan(args.data / "exchanges")
     stages: list[tuple[str, float]] = []
+    cpu0 = _cpu_s()
     t0 = time.perf_counter()
 
     def progress(name: str) -> None:
@@ -72,6 +78,9 @@ def main() -> None:
         "exchanges_per_s": round(n / wall), "bare_scan_s": round(scan_s, 3),
         "ratio_to_scan": round(wall / scan_s, 1),
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        # CPU seconds of the process (both DuckDB threads): less sensitive than the wall
+        # time to other jobs on a shared machine.
+        "cpu_s": round(_cpu_s() - cpu0, 1),
         "load_before": [round(v, 2) for v in load_before],
         "load_after": [round(v, 2) for v in os.getloadavg()], "cpus": os.cpu_count(),
         "memory_limit": cfg["engine"]["memory_limit"], "stages_s": profile,

@@ -104,37 +104,35 @@ def _load_table(con: duckdb.DuckDBPyConnection, table: Table, raws: list[Raw],
     report.columns_present = [c for c in table.names if c in present]
     union = " UNION ALL ".join(f"SELECT * FROM {v}" for v in typed_views)
     con.execute(f"CREATE OR REPLACE TEMP VIEW _checked_{table.name} AS {union}")
+    # Every rejected row is in the quarantine table by (file, row): the views below keep
+    # the rows not there instead of re-evaluating the row checks (an IP regex among them)
+    # on every later scan of the table.
+    rejected = f"""SELECT file AS _file, "row" AS _row FROM quarantine
+                   WHERE "table" = '{table.name}'"""
+    kept = (f"FROM _checked_{table.name} u ANTI JOIN ({rejected}) q "
+            f"ON u._file = q._file AND u._row = q._row")
     cols = ", ".join(f'u."{c}"' for c in table.names)
     if table.key:
         key = f'"{table.key}"'
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE _dup_{table.name} AS
             SELECT {key} AS k, min({{'f': _file_index, 'r': _row}}) AS first, count(*) AS n
-            FROM _checked_{table.name} WHERE _reason IS NULL
-            GROUP BY {key} HAVING count(*) > 1""")
+            {kept} GROUP BY {key} HAVING count(*) > 1""")
         con.execute(f"""
             INSERT INTO quarantine
             SELECT '{table.name}', u._file, u._row, '{table.key}',
                    'duplicate {table.key} (first at file ' || f._file || ' row ' ||
                    CAST(d.first.r AS VARCHAR) || ')'
-            FROM _checked_{table.name} u JOIN _dup_{table.name} d ON u.{key} = d.k
+            {kept} JOIN _dup_{table.name} d ON u.{key} = d.k
             JOIN (SELECT DISTINCT _file_index, _file FROM _checked_{table.name}) f
               ON f._file_index = d.first.f
-            WHERE u._reason IS NULL AND NOT (u._file_index = d.first.f AND u._row = d.first.r)
+            WHERE NOT (u._file_index = d.first.f AND u._row = d.first.r)
         """)
-        n_dup = _scalar(con, f"SELECT count(*) FROM _dup_{table.name}")
-        if n_dup:
-            con.execute(f"""
-                CREATE OR REPLACE TEMP VIEW "{table.name}" AS SELECT {cols}
-                FROM _checked_{table.name} u LEFT JOIN _dup_{table.name} d ON u.{key} = d.k
-                WHERE u._reason IS NULL AND (d.k IS NULL OR
-                      (u._file_index = d.first.f AND u._row = d.first.r))""")
-        else:
-            con.execute(f'CREATE OR REPLACE TEMP VIEW "{table.name}" AS SELECT {cols} '
-                        f"FROM _checked_{table.name} u WHERE u._reason IS NULL")
+    if _scalar(con, f"SELECT count(*) FROM ({rejected})"):
+        con.execute(f'CREATE OR REPLACE TEMP VIEW "{table.name}" AS SELECT {cols} {kept}')
     else:
         con.execute(f'CREATE OR REPLACE TEMP VIEW "{table.name}" AS SELECT {cols} '
-                    f"FROM _checked_{table.name} u WHERE u._reason IS NULL")
+                    f"FROM _checked_{table.name} u")
     report.rows_quarantined = _scalar(
         con, 'SELECT count(*) FROM quarantine WHERE "table" = ?', [table.name])
     report.rows_accepted = report.rows_read - report.rows_quarantined

@@ -1,8 +1,9 @@
 """The capability category of an exchange (the contract's nine categories).
 
 Structural evidence first (an image, tool definitions, a grading request), then
-keyword families; the first matching rule wins. Measured on the public prompt sets
-in docs/signals.md.
+keyword families; the first matching rule wins (the engine evaluates a rule only on the
+rows no earlier rule matched). The patterns read the bounded cue text
+(`text.cue_text`). Measured on the public prompt sets in docs/signals.md.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import ibis
 import ibis.expr.types as ir
 
 from distillguard.signals.registry import exchange_signal
-from distillguard.signals.text import GRADING_PATTERN, SAFE_REWRITE_PATTERN, _text
+from distillguard.signals.text import GRADING_PATTERN, SAFE_REWRITE_PATTERN, cue_text
 
 AGENTIC_PATTERN = (
     r"(?i)\b(tool call|function call|call the (tool|function|api)|use the (tool|function)s?"
@@ -24,8 +25,10 @@ CODING_PATTERN = (
     r"|exception|\bregex|\bapi\b|refactor|unit tests?|algorithm|implement|debug|script"
     r"|\bhtml\b|\bcss\b|react|docker|kubernetes|bash|linux command|git \w+|\bnpm\b|\bpip\b"
 )
-SAFETY_PATTERN = (
-    SAFE_REWRITE_PATTERN + r"|\b(weapon|bomb|explosive|drugs?|narcotic|hack(ing)?|malware"
+# Safety-sensitive: a safe-rewrite request (the `safe_rewrite` signal's own expression,
+# which the engine computes once for both) or one of these words.
+SAFETY_KEYWORDS = (
+    r"(?i)\b(weapon|bomb|explosive|drugs?|narcotic|hack(ing)?|malware"
     r"|ransomware|phishing|suicide|self-harm|kill|murder|steal|poison|illegal|extremis\w*"
     r"|terroris\w*|launder\w*|counterfeit|jailbreak|bypass (the )?(filter|safety))\b"
 )
@@ -45,24 +48,38 @@ QA_PATTERN = (
 )
 
 
-@exchange_signal("capability", "Capability category of the exchange (coding, agentic tool use, "
-                 "reasoning/math, vision, grading/reward, safety-sensitive, writing, knowledge "
-                 "Q&A, other chat).", requires=(), default="chat_other")
-def capability(t: ir.Table) -> ir.Value:
-    text = _text(t) + " " + t.system_prompt.fill_null("")
-    has_image = t.has_image.fill_null(False)
-    n_tools = t.tool_names.length().fill_null(0)
+TEXT_CAPABILITY_COLUMN = "_text_capability"
+
+
+def text_capability(text: ir.StringValue) -> ir.StringValue:
+    """The category the text alone gives: the keyword rules in the cascade's order. (A
+    function of the text only, so the pipeline computes it once per distinct text.)"""
     cot = text.re_search(
         r"(?i)step[- ]by[- ]step|show (your|the) (work|steps|reasoning)|chain[- ]of[- ]thought")
     return ibis.cases(
-        (has_image, "vision"),
         (text.re_search(GRADING_PATTERN), "grading_reward"),
-        (n_tools > 0, "agentic_tool_use"),
-        (text.re_search(SAFETY_PATTERN), "safety_sensitive"),
+        (text.re_search(SAFE_REWRITE_PATTERN) | text.re_search(SAFETY_KEYWORDS),
+         "safety_sensitive"),
         (text.re_search(AGENTIC_PATTERN), "agentic_tool_use"),
         (text.re_search(CODING_PATTERN), "coding"),
         (cot | text.re_search(MATH_PATTERN), "reasoning_math"),
         (text.re_search(WRITING_PATTERN), "writing"),
         (text.re_search(QA_PATTERN), "knowledge_qa"),
         else_="chat_other",
+    )
+
+
+@exchange_signal("capability", "Capability category of the exchange (coding, agentic tool use, "
+                 "reasoning/math, vision, grading/reward, safety-sensitive, writing, knowledge "
+                 "Q&A, other chat).", requires=(), default="chat_other")
+def capability(t: ir.Table) -> ir.Value:
+    # Image first, then a grading request, then tool definitions, then the text's own
+    # category: the cascade's order with the text rules computed in one place.
+    text_cat = (t[TEXT_CAPABILITY_COLUMN] if TEXT_CAPABILITY_COLUMN in t.columns
+                else text_capability(cue_text(t)))
+    return ibis.cases(
+        (t.has_image.fill_null(False), "vision"),
+        (text_cat == "grading_reward", "grading_reward"),
+        (t.tool_names.length().fill_null(0) > 0, "agentic_tool_use"),
+        else_=text_cat,
     )

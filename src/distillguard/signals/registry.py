@@ -35,18 +35,22 @@ class Signal:
 
 
 EXCHANGE_SIGNALS: dict[str, Signal] = {}
+TEXT = "text"  # tag: a function of the prompt and the system prompt only
 ACCOUNT_SIGNALS: dict[str, Signal] = {}
 
 
 def exchange_signal(name: str, description: str, requires: tuple[str, ...] = (),
-                    default: Any = None) -> Callable[[Callable[[ir.Table], ir.Value]],
-                                                     Callable[[ir.Table], ir.Value]]:
-    """Register a per-exchange signal: `fn(exchanges) -> column expression`."""
+                    default: Any = None, tags: tuple[str, ...] = ()
+                    ) -> Callable[[Callable[[ir.Table], ir.Value]], Callable[[ir.Table], ir.Value]]:
+    """Register a per-exchange signal: `fn(exchanges) -> column expression`. Tag it
+    `TEXT` when it reads only `prompt` and `system_prompt`: the pipeline then computes it
+    once per distinct text instead of once per exchange."""
 
     def deco(fn: Callable[[ir.Table], ir.Value]) -> Callable[[ir.Table], ir.Value]:
         if name in EXCHANGE_SIGNALS:
             raise ValueError(f"exchange signal {name!r} registered twice")
-        EXCHANGE_SIGNALS[name] = Signal(name, description, requires, "exchange", fn, default)
+        EXCHANGE_SIGNALS[name] = Signal(name, description, requires, "exchange", fn, default,
+                                        tags)
         return fn
 
     return deco

@@ -12,7 +12,7 @@ import ibis.expr.types as ir
 
 from distillguard.engine.portable import stable_hash
 from distillguard.errors import InputError
-from distillguard.signals.registry import exchange_signal
+from distillguard.signals.registry import TEXT, exchange_signal
 
 # Slots that vary between fills of one template, replaced by placeholders (order matters:
 # code blocks and URLs before numbers, multi-word proper names before lower-casing).
@@ -22,10 +22,19 @@ SKELETON_RULES: tuple[tuple[str, str], ...] = (
     (r"[\w.+-]+@[\w-]+(\.[\w-]+)+", " <email> "),
     (r"\b[A-Z][a-z]+( [A-Z][a-z]+)+\b", " <name> "),
     (r"\"[^\"\n]{0,400}\"|“[^”\n]{0,400}”|«[^»\n]{0,400}»", " <quote> "),
-    (r"\b0x[0-9a-fA-F]+\b", " <n> "),
-    (r"[-+]?\d+([.,:/]\d+)*%?", " <n> "),
+    (r"[-+]?(0x[0-9a-fA-F]+|\d+([.,:/]\d+)*%?)", " <n> "),
 )
+# After lower-casing, every run of anything but letters and placeholder brackets becomes
+# one space. A regex replacement costs per match, so the fold leaves alone the single
+# spaces between words (measured: the former `[^a-z<> ]+` then `\s+`, which matched every
+# space, was two thirds of the skeleton's cost); the result is the same string.
+SKELETON_FOLD = r"[^a-z<>]*[^a-z<> ][^a-z<>]*| {2,}"
 SKELETON_CHARS = 400  # only the head of a prompt decides its template: bounded cost per row
+# The cue and capability regexes read a bounded head and tail of the prompt and of the
+# system prompt (where judge and chain-of-thought templates put their instructions), so
+# the cost per row is bounded whatever the prompt's length.
+CUE_HEAD_CHARS = 4000
+CUE_TAIL_CHARS = 1000
 STOPWORDS = ("the", "and", "for", "with", "that", "this", "are", "was", "you", "your", "from",
              "have", "has", "not", "but", "can", "all", "its", "our", "into", "than", "then",
              "them", "they", "their", "there", "what", "which", "who", "will", "would", "about",
@@ -64,9 +73,21 @@ def _text(t: ir.Table) -> ir.StringValue:
     return t.prompt.fill_null("")
 
 
-def _with_system(t: ir.Table) -> ir.StringValue:
-    return (_text(t) + " " + t.system_prompt.fill_null("")) if "system_prompt" in t.columns \
-        else _text(t)
+def bounded(text: ir.StringValue) -> ir.StringValue:
+    """The head and tail of a text (all of it when short): what the cue regexes read."""
+    keep = CUE_HEAD_CHARS + CUE_TAIL_CHARS
+    return ibis.cases((text.length() <= keep, text),
+                      else_=text.substr(0, CUE_HEAD_CHARS) + " " + text.right(CUE_TAIL_CHARS))
+
+
+def cue_text_expr(t: ir.Table) -> ir.StringValue:
+    """The bounded prompt, then the bounded system prompt: the text every cue and
+    capability regex reads. (The patterns stay case-insensitive: measured, lower-casing
+    once and matching case-sensitively was no faster in RE2.)"""
+    s = bounded(_text(t))
+    if "system_prompt" in t.columns:
+        s = s + " " + bounded(t.system_prompt.fill_null(""))
+    return s
 
 
 def skeleton(text: ir.StringValue) -> ir.StringValue:
@@ -74,16 +95,37 @@ def skeleton(text: ir.StringValue) -> ir.StringValue:
     s = text.substr(0, SKELETON_CHARS)
     for pattern, repl in SKELETON_RULES:
         s = s.re_replace(pattern, repl)
-    return s.lower().re_replace(r"[^a-z<> ]+", " ").re_replace(r"\s+", " ").strip()
+    return s.lower().re_replace(SKELETON_FOLD, " ").strip()
 
 
 SKELETON_COLUMN = "_skeleton"
+SYSTEM_SKELETON_COLUMN = "_system_skeleton"
+CUE_TEXT_COLUMN = "_cue_text"
+
+
+def with_text_columns(t: ir.Table, present: set[str]) -> ir.Table:
+    """The exchanges with the prompt skeleton, system-prompt skeleton and cue text added as
+    columns, so that each is computed once per row however many signals read it."""
+    cols: dict[str, ir.Value] = {}
+    if "prompt" in present:
+        cols[SKELETON_COLUMN] = skeleton(_text(t))
+        cols[CUE_TEXT_COLUMN] = cue_text_expr(t)
+    elif "system_prompt" in present:
+        cols[CUE_TEXT_COLUMN] = cue_text_expr(t)
+    if "system_prompt" in present:
+        cols[SYSTEM_SKELETON_COLUMN] = skeleton(t.system_prompt.fill_null(""))
+    return t.mutate(**cols) if cols else t
 
 
 def prompt_skeleton(t: ir.Table) -> ir.StringValue:
     """The prompt's skeleton: the precomputed column when the pipeline made one (so the
     regexes run once per prompt), else computed here."""
     return t[SKELETON_COLUMN] if SKELETON_COLUMN in t.columns else skeleton(_text(t))
+
+
+def cue_text(t: ir.Table) -> ir.StringValue:
+    """The cue text: the precomputed column when the pipeline made one, else computed."""
+    return t[CUE_TEXT_COLUMN] if CUE_TEXT_COLUMN in t.columns else cue_text_expr(t)
 
 
 def template_hash(sk: ir.StringValue) -> ir.IntegerValue:
@@ -93,7 +135,7 @@ def template_hash(sk: ir.StringValue) -> ir.IntegerValue:
 
 @exchange_signal("template_id", "Hash of the prompt's template skeleton (numbers, names, "
                  "quotes, code, URLs normalised): identical templates across accounts.",
-                 requires=("prompt",))
+                 requires=("prompt",), tags=(TEXT,))
 def template_id(t: ir.Table) -> ir.Value:
     return template_hash(prompt_skeleton(t))
 
@@ -120,8 +162,10 @@ def minhash_bands(sk: ir.StringValue, perms: int, rows: int) -> list[ir.IntegerV
     """Template-family keys of a skeleton: its opening and closing words, and LSH bands of
     MinHash over its words. Slot-filled and paraphrased variants of one template share
     some of them with high probability; unrelated prompts rarely do."""
-    bands = [_edge_key(sk.re_extract(r"^((\S+ ){0,5}\S+)", 1), 6),
-             _edge_key(sk.re_extract(r"((\S+ ){0,5}\S+)$", 1), 7)]
+    # Whole-match extraction (group 0, no capturing group): RE2 then finds the bounds with
+    # its DFA instead of tracking submatches, 4x cheaper here.
+    bands = [_edge_key(sk.re_extract(r"^(?:\S+ ){0,5}\S+", 0), 6),
+             _edge_key(sk.re_extract(r"(?:\S+ ){0,5}\S+$", 0), 7)]
     if perms // rows == 0:
         return bands
     words = sk.split(" ").filter(
@@ -141,18 +185,21 @@ def minhash_bands(sk: ir.StringValue, perms: int, rows: int) -> list[ir.IntegerV
 
 @exchange_signal("cot_elicitation", "The prompt or system prompt asks to reveal, reconstruct "
                  "or write out step-by-step or internal reasoning.", requires=("prompt",),
-                 default=False)
+                 default=False,
+                 tags=(TEXT,))
 def cot_elicitation(t: ir.Table) -> ir.Value:
-    return _with_system(t).re_search(COT_PATTERN)
+    return cue_text(t).re_search(COT_PATTERN)
 
 
 @exchange_signal("grading_prompt", "A reward-model / rubric grading request: score or compare "
-                 "responses against criteria.", requires=("prompt",), default=False)
+                 "responses against criteria.", requires=("prompt",), default=False,
+                 tags=(TEXT,))
 def grading_prompt(t: ir.Table) -> ir.Value:
-    return _with_system(t).re_search(GRADING_PATTERN)
+    return cue_text(t).re_search(GRADING_PATTERN)
 
 
 @exchange_signal("safe_rewrite", "Asks for a 'safe rewrite' of a sensitive request: harvests "
-                 "refusal-boundary behaviour.", requires=("prompt",), default=False)
+                 "refusal-boundary behaviour.", requires=("prompt",), default=False,
+                 tags=(TEXT,))
 def safe_rewrite(t: ir.Table) -> ir.Value:
-    return _with_system(t).re_search(SAFE_REWRITE_PATTERN)
+    return cue_text(t).re_search(SAFE_REWRITE_PATTERN)
