@@ -196,6 +196,9 @@ def main() -> None:
                 _load(args, port, token, bodies))
             cpu = _cpu_seconds(proc.pid) - cpu0
             client_cpu = _cpu_seconds(os.getpid()) - client_cpu0
+            # How much linking ran beside the requests (it competes for the same cores).
+            meta = httpx.get(f"http://127.0.0.1:{port}/v1/status", timeout=60, headers={
+                "Authorization": f"Bearer {token}"}).json()["meta"]
         finally:
             proc.terminate()
             proc.wait(timeout=60)
@@ -212,6 +215,8 @@ def main() -> None:
         "scheduled_p99_ms": round(ms(lat_sched, 0.99), 1),
         "server_cpu_ms_per_request": round(cpu * 1000 / max(len(answered), 1), 2),
         "client_cpu_ms_per_request": round(client_cpu * 1000 / max(len(answered), 1), 2),
+        "linking_runs": int(meta.get("n_links", 0)),
+        "last_linking_seconds": float(meta.get("last_link_seconds", "nan")),
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in os.getloadavg()]}, indent=2))
 

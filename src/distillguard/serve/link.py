@@ -6,9 +6,10 @@ whole detection (`detect.run`, the same code as `distillguard detect`) over the 
 `window_hours` of event time every `relink_minutes` of event time (or `relink_events`
 events), and the decisions follow its latest result.
 
-In the background mode the detection runs in a child process at a lower CPU priority:
-it is seconds to minutes of CPU, much of it Python holding the interpreter lock, which in
-a thread would stall the request path for as long.
+In the background mode the detection runs in a child process at a lower CPU priority
+(`[serve] link_niceness`): it is seconds to minutes of CPU, much of it Python holding the
+interpreter lock, which in a thread would stall the request path for as long. The window
+goes to it as Parquet files written by DuckDB, not pickled through the interpreter.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
 
 from distillguard import detect
 from distillguard.contract import ACCOUNTS, EXCHANGES, RELEASES
@@ -42,10 +42,6 @@ INDICATOR_KINDS = {"payment_fingerprints": "payment_fingerprint", "ips": "ip", "
                    "cidrs": "cidr"}
 
 
-# Niceness of the background linking process (the request path keeps the CPU first).
-LINK_NICENESS = 10
-
-
 def due(state: State, cfg: dict[str, Any]) -> bool:
     """Whether the schedule calls for a linking run now (from the state's counters)."""
     s = cfg["serve"]
@@ -57,32 +53,40 @@ def due(state: State, cfg: dict[str, Any]) -> bool:
     return state.newest_ts - last >= timedelta(minutes=float(s["relink_minutes"]))
 
 
-def _window(state: State, cfg: dict[str, Any]) -> tuple[datetime, dict[str, pa.Table]]:
-    """Prune events older than the window and copy the window out of the store."""
+def _window(state: State, cfg: dict[str, Any]) -> tuple[datetime, Path, int]:
+    """Prune events older than the window and have DuckDB write the window to Parquet
+    files (outside the interpreter lock) that the detection reads, in this process or
+    the child; returns the run's time, the directory of the files and the events in it."""
+    folder = state.path.with_name(state.path.name + ".window")
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    queries = {EXCHANGES.name: "SELECT * FROM events",
+               ACCOUNTS.name: "SELECT * FROM account_meta WHERE account_id IN "
+                              "(SELECT DISTINCT account_id FROM events)",
+               RELEASES.name: "SELECT * FROM release_meta"}
     with state.transaction(changes_facts=False) as con:
         newest = state.linked(con)
         cut = newest - timedelta(hours=float(cfg["serve"]["window_hours"]))
         state.prune(con, cut)
-        tables = {"exchanges": con.sql("SELECT * FROM events").to_arrow_table(),
-                  "accounts": con.sql("SELECT * FROM account_meta WHERE account_id IN "
-                                      "(SELECT DISTINCT account_id FROM events)"
-                                      ).to_arrow_table(),
-                  "releases": con.sql("SELECT * FROM release_meta").to_arrow_table()}
-    return newest, tables
+        written = {}
+        for name, sql in queries.items():
+            target = str(folder / f"{name}.parquet").replace("'", "''")
+            written[name] = con.execute(f"COPY ({sql}) TO '{target}' (FORMAT parquet)"
+                                        ).fetchall()[0][0]
+    return newest, folder, int(written[EXCHANGES.name])
 
 
-def _ingest_views(con: Any, tables: dict[str, pa.Table]) -> IngestReport:
-    """Register the (already validated) window as the contract views detection reads."""
+def _ingest_views(con: Any, folder: Path) -> IngestReport:
+    """Load the (already validated) window files as the contract tables detection reads."""
     reports: dict[str, TableReport] = {}
     for table in (EXCHANGES, ACCOUNTS, RELEASES):
-        data = tables[table.name]
-        con.register(f"_{table.name}_window", data)
+        path = str(folder / f"{table.name}.parquet").replace("'", "''")
         con.execute(f'CREATE OR REPLACE TEMP TABLE "{table.name}" AS '
-                    f'SELECT * FROM "_{table.name}_window"')
-        con.unregister(f"_{table.name}_window")
-        if table is EXCHANGES or data.num_rows:
-            reports[table.name] = TableReport(table.name, ["state"], data.num_rows,
-                                              data.num_rows, 0, list(table.names))
+                    f"SELECT * FROM read_parquet('{path}')")
+        rows = con.execute(f'SELECT count(*) FROM "{table.name}"').fetchall()[0][0]
+        if table is EXCHANGES or rows:
+            reports[table.name] = TableReport(table.name, ["state"], rows, rows, 0,
+                                              list(table.names))
     return IngestReport(reports, [])
 
 
@@ -142,13 +146,14 @@ def _store(state: State, accounts: pd.DataFrame, campaigns: list[dict[str, Any]]
         State.set_meta(con, "n_links", n)
 
 
-def _detect(tables: dict[str, pa.Table], cfg: dict[str, Any], out: Path | None,
+def _detect(folder: Path, cfg: dict[str, Any], out: Path | None,
             source: str) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
-    """The batch detection over a window; writes the run directory to OUT when given.
-    Returns the accounts' linking result and the campaigns (small, picklable)."""
+    """The batch detection over the window files in FOLDER; writes the run directory to
+    OUT when given. Returns the accounts' linking result and the campaigns (small,
+    picklable)."""
     con = connect(memory_limit=cfg["engine"]["memory_limit"])
     try:
-        ingest = _ingest_views(con, tables)
+        ingest = _ingest_views(con, folder)
         session = DuckDBSession(con)
         det = detect.run(session, ingest, cfg)
         run_dir.finalize(session, det)
@@ -169,12 +174,12 @@ def _detect(tables: dict[str, pa.Table], cfg: dict[str, Any], out: Path | None,
         det.campaigns
 
 
-def _detect_child(conn: Connection, tables: dict[str, pa.Table], cfg: dict[str, Any],
+def _detect_child(conn: Connection, folder: Path, cfg: dict[str, Any],
                   out: Path | None, source: str) -> None:
     """Child process body: lower priority, detect, send the result (or the error) back."""
-    os.nice(LINK_NICENESS)
+    os.nice(int(cfg["serve"]["link_niceness"]))
     try:
-        conn.send(("ok", _detect(tables, cfg, out, source)))
+        conn.send(("ok", _detect(folder, cfg, out, source)))
     except Exception as exc:
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
     finally:
@@ -188,13 +193,13 @@ class _Child:
         self.proc: multiprocessing.process.BaseProcess | None = None
         self.cancelled = False
 
-    def run(self, tables: dict[str, pa.Table], cfg: dict[str, Any], out: Path | None,
+    def run(self, folder: Path, cfg: dict[str, Any], out: Path | None,
             source: str) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
         ctx = multiprocessing.get_context("spawn")
         mine, theirs = ctx.Pipe(duplex=False)
         if self.cancelled:
             raise RuntimeError("linking cancelled")
-        self.proc = ctx.Process(target=_detect_child, args=(theirs, tables, cfg, out, source),
+        self.proc = ctx.Process(target=_detect_child, args=(theirs, folder, cfg, out, source),
                                 name="distillguard-link", daemon=True)
         self.proc.start()
         theirs.close()
@@ -223,15 +228,18 @@ def relink(state: State, cfg: dict[str, Any], write_files: bool = True,
     """One linking run over the window, in this process or (CHILD) in a child process;
     returns what it found (for logs and replay)."""
     started = time.perf_counter()
-    linked_at, tables = _window(state, cfg)
+    linked_at, folder, n_events = _window(state, cfg)
     out = state.run_dir if write_files else None
-    args = (tables, cfg, out, str(state.path))
-    accounts, campaigns = _detect(*args) if child is None else child.run(*args)
+    args = (folder, cfg, out, str(state.path))
+    try:
+        accounts, campaigns = _detect(*args) if child is None else child.run(*args)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     _store(state, accounts, campaigns, linked_at, cfg)
     seconds = time.perf_counter() - started
     with state.transaction(changes_facts=False) as c:
         State.set_meta(c, "last_link_seconds", f"{seconds:.2f}")
-    return {"linked_at": linked_at, "exchanges": tables["exchanges"].num_rows,
+    return {"linked_at": linked_at, "exchanges": n_events,
             "campaigns": len(campaigns), "flagged": int(accounts["flagged"].sum()),
             "seconds": seconds}
 

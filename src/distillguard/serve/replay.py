@@ -7,7 +7,9 @@ result does not depend on the speed of this machine. Per true operator it report
 simulated hours from its first exchange to the first throttle/block of one of its
 accounts, the exchanges it got before that, and the share of its exchanges answered
 before each account's own throttle/block; for benign accounts, how many were ever
-throttled or blocked and the share of their exchanges that came after that.
+throttled or blocked (in all and per population) and the share of their exchanges that
+came after that. Linking is due at most once per batch, so batches must span much less
+event time than `relink_minutes` (the result gives the median span).
 """
 
 from __future__ import annotations
@@ -146,7 +148,7 @@ def _summarise(con: duckdb.DuckDBPyConnection, acted_batch: dict[str, int],
                                                           pa.int64())}))
     con.execute(f"""CREATE OR REPLACE TABLE fed AS
         SELECT f.account_id, f.ts, (f._ts_order - 1) // {int(batch_size)} AS batch,
-               t.operator, a.batch AS acted_batch
+               t.operator, t.population, a.batch AS acted_batch
         FROM _feed f LEFT JOIN truth t USING (account_id)
         LEFT JOIN _acted_in a USING (account_id)""")
     operators = con.sql("""
@@ -177,8 +179,22 @@ def _summarise(con: duckdb.DuckDBPyConnection, acted_batch: dict[str, int],
                count(*), count(*) FILTER (WHERE acted_batch IS NOT NULL AND batch > acted_batch)
         FROM fed WHERE operator IS NULL""").fetchall()[0]
     n_acc, acc_acted, n_ex, ex_acted = (int(v) for v in benign)
-    return {"operators": rows,
+    # The target is per benign population: a small one (a university lab) must not be
+    # hidden by thousands of casual users.
+    populations = {pop: {"accounts": int(n), "accounts_acted": int(acted),
+                         "account_fp_rate": round(acted / max(n, 1), 5)}
+                   for pop, n, acted in con.sql("""
+        SELECT coalesce(population, 'unknown'), count(DISTINCT account_id),
+               count(DISTINCT account_id) FILTER (WHERE acted_batch IS NOT NULL)
+        FROM fed WHERE operator IS NULL GROUP BY 1 ORDER BY 1""").fetchall()}
+    # Linking is due at most once per batch and an action is seen at the batch after it,
+    # so batches spanning more than a few minutes of event time blur both.
+    span = con.execute(f"""SELECT median(date_diff('second', lo, hi)) / 60.0 FROM (
+        SELECT min(ts) AS lo, max(ts) AS hi FROM _feed
+        GROUP BY (_ts_order - 1) // {int(batch_size)})""").fetchall()[0][0]
+    return {"operators": rows, "batch_span_minutes": round(float(span or 0.0), 1),
             "benign": {"accounts": n_acc, "accounts_acted": acc_acted,
                        "account_fp_rate": round(acc_acted / max(n_acc, 1), 5),
                        "exchanges": n_ex, "exchanges_acted": ex_acted,
-                       "exchange_fp_rate": round(ex_acted / max(n_ex, 1), 5)}}
+                       "exchange_fp_rate": round(ex_acted / max(n_ex, 1), 5),
+                       "populations": populations}}

@@ -25,7 +25,7 @@ class Service:
 
     def __init__(self, db: Path | str, cfg: dict[str, Any], write_files: bool = True) -> None:
         self.cfg = cfg
-        self.state = State(db)
+        self.state = State(db, commit_seconds=float(cfg["serve"]["commit_seconds"]))
         self.linker = Linker(self.state, cfg, write_files)
 
     @property

@@ -6,11 +6,11 @@ goes through its lock, because a DuckDB connection is not safe to share between 
 
 The request path does not wait for DuckDB (one statement costs milliseconds, a commit
 more): accepted events and the decisions answered go to an in-memory buffer that a
-writer thread commits in one transaction every `COMMIT_SECONDS` (group commit), and
+writer thread commits in one transaction every `commit_seconds` (group commit), and
 what decisions read — `enforced`, `indicators`, allowlisting and payment fingerprints —
 is kept in memory, reloaded after any other write. Every other access first writes the
 buffer, so reads see every answer given. A crash (SIGKILL, power loss) loses the events
-answered in the last `COMMIT_SECONDS` and the commit under way; a normal stop writes them.
+answered in the last `commit_seconds` and the commit under way; a normal stop writes them.
 
 Tables:
 - `events`: the contract exchanges of the sliding window (older ones are pruned at linking);
@@ -49,10 +49,8 @@ from distillguard.serve.events import arrow_schema
 
 log = logging.getLogger(__name__)
 
-# Group commit: the writer commits the buffer this often, or sooner once this many
-# events wait. The interval bounds what a crash can lose; a commit costs ~10-40 ms of
-# CPU (most of it in DuckDB, outside the interpreter lock) however few events it holds.
-COMMIT_SECONDS = 0.2
+# Group commit: the writer commits sooner than `[serve] commit_seconds` once this many
+# events wait, so that one commit stays short.
 COMMIT_EVENTS = 5000
 
 
@@ -143,8 +141,10 @@ class State:
     """The state database: opened once per process, its connection guarded by one lock,
     the request path's buffer and caches by another (held for microseconds)."""
 
-    def __init__(self, path: Path | str, memory_limit: str = "2GB") -> None:
+    def __init__(self, path: Path | str, memory_limit: str = "2GB",
+                 commit_seconds: float = 0.2) -> None:
         self.path = Path(path)
+        self.commit_seconds = commit_seconds
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.con = connect(self.path, memory_limit=memory_limit)
         self.lock = threading.RLock()
@@ -323,9 +323,9 @@ class State:
         con.execute("COMMIT")
 
     def _write_loop(self) -> None:
-        """The writer thread: a group commit every COMMIT_SECONDS (sooner when full)."""
+        """The writer thread: a group commit every `commit_seconds` (sooner when full)."""
         while not self._closed.is_set():
-            self._wake.wait(COMMIT_SECONDS)
+            self._wake.wait(self.commit_seconds)
             self._wake.clear()
             try:
                 self.flush()
