@@ -40,7 +40,7 @@ def spark():
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("sim")
-    generate("small", 7, 0.05, out)
+    generate("small", 7, 0.1, out)
     return out
 
 

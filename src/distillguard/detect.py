@@ -316,6 +316,12 @@ def _campaign_pass(session: DuckDBSession, membership: pd.DataFrame, ctx: _FactC
         return out
 
     clusters = membership[membership.groupby("cluster")["account_id"].transform("size") >= min_n]
+    if behaviours is not None:
+        # Without the release pivot, behaviour comes only from members above the reference:
+        # clusters with too few of them cannot score, and are not measured in the engine.
+        clusters = clusters[clusters["cluster"].isin(
+            [cl for cl, g in clusters.groupby("cluster") if _can_stand_out(
+                ctx, sorted(g["account_id"]), behaviours, min_n)])]
     eligible = _linked_by(clusters, ctx.edges, link_kind) if link_kind else None
     cores = []
     for facts, ev, sc in scored(clusters):
@@ -336,6 +342,14 @@ def _campaign_pass(session: DuckDBSession, membership: pd.DataFrame, ctx: _FactC
             acct_rows.loc[ids, "flagged"] = True
             accepted.append((ids, sc))
     return accepted
+
+
+def _can_stand_out(ctx: _FactContext, ids: list[str], behaviours: tuple[str, ...],
+                   min_n: int) -> bool:
+    """Whether at least `min_n` of these members exceed the reference on one behaviour."""
+    th = ctx.thresholds(ids)
+    m = ctx.feats.loc[ids].reset_index()
+    return any(int(cmp.above(m, th, d).sum()) >= min_n for d in behaviours if d in th)
 
 
 def _linked_by(membership: pd.DataFrame, edges: pd.DataFrame, kind: str) -> set[str]:

@@ -225,12 +225,12 @@ def collect_edges(df: pd.DataFrame) -> pd.DataFrame:
 
 def combine_edges(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
     """Two edge tables as one: weights of a pair in both are added, kinds merged."""
-    both = pd.concat([a, b], ignore_index=True)
-    if both.empty:
-        return a
-    out = both.groupby(["src", "dst"], sort=True, as_index=False).agg(
-        weight=("weight", "sum"), kinds=("kinds", lambda ks: sorted({k for x in ks for k in x})))
-    return out[["src", "dst", "weight", "kinds"]]
+    m = a.merge(b, on=["src", "dst"], how="outer", suffixes=("_a", "_b"), sort=True)
+    weight = m["weight_a"].fillna(0.0) + m["weight_b"].fillna(0.0)
+    kinds = [sorted(set(x if isinstance(x, list | np.ndarray) else ())
+                    | set(y if isinstance(y, list | np.ndarray) else ()))
+             for x, y in zip(m["kinds_a"], m["kinds_b"], strict=True)]
+    return pd.DataFrame({"src": m["src"], "dst": m["dst"], "weight": weight, "kinds": kinds})
 
 
 def cluster(edges: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
