@@ -11,15 +11,20 @@ import sys
 NAMES = {"detector": "**detector**", "volume_p99": "volume p99", "iforest": "IsolationForest"}
 
 
+def _num(v: float | None) -> str:
+    """A metric to three decimals; undefined (nothing flagged) as a dash."""
+    return "–" if v is None else f"{v:.3f}"
+
+
 def rows(label: str, path: str) -> list[str]:
     with open(path, encoding="utf-8") as fh:
         result = json.load(fh)
     out = []
     for name, s in result["systems"].items():
         fpr, pop = max(((v["fpr"] or 0.0), k) for k, v in s["fpr_by_population"].items())
-        ari = "–" if s["ari"] is None else f"{s['ari']:.3f}"
-        out.append(f"| {label} | {NAMES.get(name, name)} | {s['flagged']} | {s['precision']:.3f} "
-                   f"| {s['recall']:.3f} | {s['f1']:.3f} | {ari} | {fpr:.2%} ({pop}) |")
+        p, r, f1, ari = (_num(s[k]) for k in ("precision", "recall", "f1", "ari"))
+        out.append(f"| {label} | {NAMES.get(name, name)} | {s['flagged']} | {p} | {r} | {f1} "
+                   f"| {ari} | {fpr:.2%} ({pop}) |")
     return out
 
 

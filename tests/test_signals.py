@@ -425,7 +425,7 @@ def test_vocabulary_links_a_group_sharing_families_beyond_chance(
     df = df[df["n"] >= 2]
     overlap = linking.collect_edges(con.execute(linking.edges_expr(ibis.memtable(df), CFG)))
     vocab = linking.collect_edges(con.execute(linking.vocabulary_edges_expr(
-        ibis.memtable(df), CFG, 30.0 * 340)))
+        ibis.memtable(df), CFG, 30.0 * 340, 340)))
     assert overlap.empty
     inside = vocab[vocab["src"].isin(group) & vocab["dst"].isin(group)]
     assert len(set(inside["src"]) | set(inside["dst"])) >= 30

@@ -137,16 +137,18 @@ class _FactContext:
     weights: np.ndarray  # reference weight per account (rows of feats), see `_weights`
     quantile: float
     benign_p99: float
-    leave_out: bool = False  # discount each cluster's own members in its reference
+    leave_out: bool = False  # discount each cluster's own members in its reference ...
+    leave_out_max_share: float = 0.0  # ... unless it holds more than this share of accounts
 
     def thresholds(self, ids: list[str]) -> dict[str, float]:
         """The reference thresholds a cluster with these members is measured against."""
         w = self.weights
-        if self.leave_out:
+        leave_out = self.leave_out and len(ids) <= self.leave_out_max_share * len(w)
+        if leave_out:
             w = w.copy()
             inside = self.feats.index.isin(ids)
             w[inside] = np.minimum(w[inside], 1.0 / max(len(ids), 1))
-        key = (self.leave_out, tuple(ids) if self.leave_out else ())
+        key = (leave_out, tuple(ids) if leave_out else ())
         if key not in self._cache:
             self._cache[key] = cmp.reference_thresholds(self.feats, w, self.quantile)
         return self._cache[key]
@@ -234,7 +236,8 @@ def run(session: DuckDBSession, ingest: IngestReport, cfg: dict[str, Any],
         n_accounts, text.band_count(cfg)))
     edges = linking.collect_edges(session.pandas(linking.edges_expr(shared, cfg)))
     vocab = linking.collect_edges(session.pandas(linking.vocabulary_edges_expr(
-        shared, cfg, float(feats["n_exchanges"].sum())))) if "prompt" in present else None
+        shared, cfg, float(feats["n_exchanges"].sum()), n_accounts))) \
+        if "prompt" in present else None
     membership = linking.cluster(edges, cfg)
     plan.computed.append("linking")
 
@@ -261,6 +264,7 @@ def run(session: DuckDBSession, ingest: IngestReport, cfg: dict[str, Any],
         ctx.edges = edges = linking.combine_edges(edges, vocab)
         wide = linking.cluster(edges, cfg)
         ctx.leave_out = True
+        ctx.leave_out_max_share = float(c["leave_out_max_share"])
         taken = set(acct_rows.index[acct_rows["flagged"]])
         accepted += _campaign_pass(
             session, wide[~wide["account_id"].isin(taken)], ctx, cfg, acct_rows,

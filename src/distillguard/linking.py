@@ -84,10 +84,16 @@ def account_keys(x: ir.Table, accounts: ir.Table | None, families: ir.Table | No
     return keys
 
 
+def fanout_cap(cfg: dict[str, Any], n_accounts: int) -> int:
+    """Most accounts an ordinary key may be shared by and still link anyone."""
+    lk = cfg["linking"]
+    return max(int(lk["max_key_fanout"]), int(lk["max_key_fanout_share"] * n_accounts))
+
+
 def rare_keys(keys: ir.Table, n_accounts: int, cfg: dict[str, Any]) -> ir.Table:
     """Keys shared by at least two accounts and at most the fan-out cap, with their size."""
     lk = cfg["linking"]
-    cap = max(int(lk["max_key_fanout"]), int(lk["max_key_fanout_share"] * n_accounts))
+    cap = fanout_cap(cfg, n_accounts)
     content_cap = max(cap, int(lk["max_content_key_fanout_share"] * n_accounts))
     sizes = keys.group_by(["kind", "key"]).aggregate(n=keys.account_id.nunique(),
                                                      uses=keys.cnt.sum())
@@ -203,12 +209,17 @@ def edges_expr(shared: ir.Table, cfg: dict[str, Any]) -> ir.Table:
         "src", "dst", "kind", w=w_kind * (1 - (-3.0 * ibis.least(sim, 1.0)).exp())), lk)
 
 
-def vocabulary_edges_expr(shared: ir.Table, cfg: dict[str, Any],
-                          total_exchanges: float) -> ir.Table:
+def vocabulary_edges_expr(shared: ir.Table, cfg: dict[str, Any], total_exchanges: float,
+                          n_accounts: int) -> ir.Table:
     """Account pairs that share template families beyond independent use (see
-    `_vocabulary`), as an edge table; `total_exchanges` is all accounts' exchanges."""
+    `_vocabulary`), as an edge table; `total_exchanges` is all accounts' exchanges.
+
+    Only families within the ordinary fan-out cap count: on very popular families, users
+    of the same kind of tool share phrasings (homophily), and the Poisson test, strong on
+    large counts, would read that as coordination. An operator's own templates, however
+    popular, still link its accounts through the overlap weight."""
     lk = cfg["linking"]
-    fam = shared.filter(shared.kind == "family")
+    fam = shared.filter((shared.kind == "family") & (shared.n <= fanout_cap(cfg, n_accounts)))
     pairs = _chain_pairs(fam, int(lk["chain_neighbours"]))
     return _edge_table(_vocabulary(pairs, fam, total_exchanges, lk), lk)
 
