@@ -465,8 +465,10 @@ def test_leave_out_reference_ignores_the_cluster_being_measured() -> None:
         present=set(), weights=np.ones(len(feats)), quantile=0.99, benign_p99=0.0)
     ids = list(campaign["account_id"])
     assert ctx.thresholds(ids)["n_asns"] >= 30
-    ctx.leave_out = True
+    ctx.leave_out, ctx.leave_out_max_share = True, 0.1
     assert ctx.thresholds(ids)["n_asns"] <= 4
+    ctx.leave_out_max_share = 0.05  # a cluster of 6 % of all accounts is a population
+    assert ctx.thresholds(ids)["n_asns"] >= 30
 
 
 def _two_cliques() -> pd.DataFrame:
