@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from selenium.webdriver.support.ui import WebDriverWait
 
 from browser import chromium, needs_chromium
 from fixtures_serve import TOKEN, Server, seeded_state
@@ -34,7 +35,8 @@ def test_login_open_campaign_see_chart(tmp_path: Path, driver) -> None:
         assert "Wrong token" in driver.find_element("id", "login-error").text
         driver.find_element("id", "token").send_keys(TOKEN)
         driver.find_element("id", "login").click()
-        assert driver.current_url == server.url + "/"
+        # The click returns before the redirect after the form post has loaded.
+        WebDriverWait(driver, 10).until(lambda d: d.current_url == server.url + "/")
         driver.find_element("link text", campaign).click()
         assert f"Campaign {campaign}" in driver.find_element("tag name", "h1").text
         images = driver.find_elements("css selector", "img.chart")
