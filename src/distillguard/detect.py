@@ -172,8 +172,7 @@ def _gather_facts(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContex
     mb, profile = _synchrony_inputs(session, members)
     pivots = _pivots(session, members, ctx.releases)
     of = members.set_index("account_id")["cluster"]
-    e = ctx.edges
-    inside = e[e["src"].map(of).eq(e["dst"].map(of)) & e["src"].isin(of.index)]
+    inside = linking.within_clusters(ctx.edges, of)
     kind_pairs = inside.assign(cluster=inside["src"].map(of)).explode("kinds") \
         .groupby(["cluster", "kinds"]).size()
     out: dict[int, cmp.ClusterFacts] = {}
@@ -350,18 +349,16 @@ def _campaign_pass(session: DuckDBSession, membership: pd.DataFrame, ctx: _FactC
 
 def _can_stand_out(ctx: _FactContext, ids: list[str], behaviours: tuple[str, ...],
                    min_n: int) -> bool:
-    """Whether at least `min_n` of these members exceed the reference on one behaviour."""
-    th = ctx.thresholds(ids)
-    m = ctx.feats.loc[ids].reset_index()
-    return any(int(cmp.above(m, th, d).sum()) >= min_n for d in behaviours if d in th)
+    """Whether at least `min_n` of these members exceed the reference on one behaviour
+    (the anomaly evidence is 0 otherwise)."""
+    found = cmp.anomaly(ctx.feats.loc[ids].reset_index(), ctx.thresholds(ids), min_n)
+    return any(found.get(d, 0.0) > 0 for d in behaviours)
 
 
 def _linked_by(membership: pd.DataFrame, edges: pd.DataFrame, kind: str) -> set[str]:
     """Accounts with a link of `kind` to another member of their own cluster."""
-    of = membership.set_index("account_id")["cluster"]
-    e = edges[edges["kinds"].map(lambda ks: kind in ks)]
-    e = e[e["src"].isin(of.index) & e["dst"].isin(of.index)]
-    e = e[e["src"].map(of).to_numpy() == e["dst"].map(of).to_numpy()]
+    e = linking.within_clusters(edges[edges["kinds"].map(lambda ks: kind in ks)],
+                                membership.set_index("account_id")["cluster"])
     return set(e["src"]) | set(e["dst"])
 
 

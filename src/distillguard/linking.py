@@ -262,6 +262,12 @@ def cluster(edges: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
                                                                     dtype="int64")})
 
 
+def within_clusters(edges: pd.DataFrame, of: pd.Series) -> pd.DataFrame:
+    """The edges whose two accounts are in the same cluster (`of`: account -> cluster)."""
+    e = edges[edges["src"].isin(of.index) & edges["dst"].isin(of.index)]
+    return e[e["src"].map(of).to_numpy() == e["dst"].map(of).to_numpy()]
+
+
 def merge_groups(groups: pd.DataFrame, edges: pd.DataFrame, min_ratio: float) -> pd.DataFrame:
     """Merge groups of accounts (account_id, cluster) whose links between them are about as
     dense as the links inside them (average linkage): one operator found in pieces
@@ -307,8 +313,7 @@ def components(core: pd.DataFrame, edges: pd.DataFrame, min_size: int) -> pd.Dat
         return pd.DataFrame({"account_id": pd.Series(dtype=str),
                              "cluster": pd.Series(dtype="int64")})
     of = core.set_index("account_id")["cluster"]
-    inside = edges[edges["src"].isin(of.index) & edges["dst"].isin(of.index)]
-    inside = inside[inside["src"].map(of).to_numpy() == inside["dst"].map(of).to_numpy()]
+    inside = within_clusters(edges, of)
     names = np.sort(core["account_id"].to_numpy())
     index = {n: i for i, n in enumerate(names)}
     g = ig.Graph(n=len(names), edges=list(zip(inside["src"].map(index),
