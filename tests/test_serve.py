@@ -4,11 +4,13 @@ decision policy, and decisions flipping once re-linking finds a simulated campai
 from __future__ import annotations
 
 import copy
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import httpx
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
@@ -17,10 +19,12 @@ from distillguard.contract import ACCOUNTS, EXCHANGES
 from distillguard.errors import InputError
 from distillguard.serve.app import create_app
 from distillguard.serve.auth import load_token
-from distillguard.serve.decisions import decide
+from distillguard.serve.decisions import decide, decide_batch
 from distillguard.serve.events import _check_sql, _FastPath, check_records
+from distillguard.serve.link import _store, bystanders
 from distillguard.serve.replay import _records, replay
 from distillguard.serve.service import Service
+from distillguard.serve.state import State
 from distillguard.simulate import generate
 from fixtures_serve import TOKEN, Server, seeded_state
 
@@ -149,6 +153,66 @@ def test_decision_policy() -> None:
     assert decide({**base, "ip": "198.51.100.1", "ip_campaign": "cmp-1"}, s)["decision"] == \
         "watch"
     assert decide({**base, "link_level": 3, "allowlisted": True}, s)["decision"] == "allow"
+
+
+def _campaign(cid: str, members: list[str], **unusual: float) -> dict[str, Any]:
+    signals = [{"name": f"unusual_{d}", "value": v, "detail": ""} for d, v in unusual.items()]
+    return {"campaign_id": cid, "score": 0.9, "account_ids": members, "n_accounts":
+            len(members), "n_exchanges": 10 * len(members), "first_seen": "2026-03-02",
+            "last_seen": "2026-03-02", "signals": signals,
+            "indicators": {"payment_fingerprints": [], "ips": [], "asns": [], "cidrs": []}}
+
+
+def test_members_without_the_campaigns_behaviour_are_watched(tmp_path: Path) -> None:
+    """A flagged member that shows none of the behaviours its campaign was flagged for
+    (a reseller's customer in the distiller's cluster) is watched, and the run does not
+    count toward its confirmation; members that show one are throttled as before."""
+    cfg = _cfg(confirm_runs=1)
+    cfg["campaigns"]["supporting_behaviours"] = ["n_asns"]
+    floor = cfg["campaigns"]["anomaly_floor"]
+    accounts = pd.DataFrame({
+        "account_id": ["acct_d1", "acct_d2", "acct_cust", "acct_rot", "acct_p1", "acct_p2"],
+        "score": [0.6] * 6, "flagged": [True] * 6,
+        "campaign_id": ["cmp-x"] * 4 + ["cmp-p"] * 2,
+        "reasons": [["extraction_prompts:0.40"], ["extraction_prompts:0.50"],
+                    ["shared_template_families:0.50"], [], [], []],
+        "extraction_share": [0.4, 0.5, 0.0, 0.0, 0.0, 0.0],
+        "image_share": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+        "n_asns": [3, 3, 1, 9, 1, 1]})
+    campaigns = [
+        # extraction is its behaviour; an image share just above 0 is not (below the
+        # floor), and proxy rotation only supports
+        _campaign("cmp-x", ["acct_d1", "acct_d2", "acct_cust", "acct_rot"],
+                  extraction_share=0.8, image_share=floor / 2, n_asns=0.9),
+        # a release-pivot campaign: not checked per member
+        {**_campaign("cmp-p", ["acct_p1", "acct_p2"], extraction_share=0.0),
+         "signals": [{"name": "release_pivot", "value": 0.9, "detail": ""}]}]
+    aside = bystanders(accounts, campaigns, cfg)
+    assert sorted(aside) == ["acct_cust", "acct_rot"]
+    assert aside["acct_cust"].startswith("campaign_bystander:cmp-x")
+    assert "extraction_share" in aside["acct_cust"] and "n_asns" not in aside["acct_cust"]
+    state = State(tmp_path / "state.duckdb")
+    try:
+        _store(state, accounts, campaigns, datetime(2026, 3, 2, 1), cfg)
+        enforced = state.facts.enforced
+        assert enforced["acct_d1"][:2] == (2, 1)  # throttle level, one flagging run
+        assert enforced["acct_p1"][:2] == (2, 1)
+        assert enforced["acct_cust"][:2] == (1, 0)  # watch, the run not counted
+        assert enforced["acct_cust"][4][0].startswith("campaign_bystander:cmp-x")
+        decision = state_decision(state, "acct_cust", cfg)
+        assert decision["decision"] == "watch"
+        assert state_decision(state, "acct_d1", cfg)["decision"] == "throttle"
+        # the rule off: every flagged member is acted on
+        off = {**cfg, "serve": {**cfg["serve"], "member_behaviour_required": False}}
+        _store(state, accounts, campaigns, datetime(2026, 3, 2, 2), off)
+        assert state_decision(state, "acct_cust", off)["decision"] == "throttle"
+    finally:
+        state.close()
+
+
+def state_decision(state: State, account: str, cfg: dict[str, Any]) -> dict[str, Any]:
+    return decide_batch(state, [account], [None], [datetime(2026, 3, 2, 3)],
+                        cfg["serve"])[account]
 
 
 def test_campaign_indicators_reach_accounts_seen_afterwards(client: TestClient) -> None:

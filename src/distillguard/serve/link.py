@@ -28,6 +28,7 @@ from typing import Any
 
 import pandas as pd
 
+from distillguard import campaigns as cmp
 from distillguard import detect
 from distillguard.contract import ACCOUNTS, EXCHANGES, RELEASES
 from distillguard.engine.duckdb_engine import connect
@@ -90,16 +91,72 @@ def _ingest_views(con: Any, folder: Path) -> IngestReport:
     return IngestReport(reports, [])
 
 
+def campaign_behaviours(campaign: dict[str, Any], cfg: dict[str, Any]) -> set[str] | None:
+    """The behaviours (`ANOMALY_DIMENSIONS`) that made a campaign stand out: its
+    `unusual_*` signals with strength, that is above `anomaly_floor`, leaving out the
+    `supporting_behaviours` that never stand alone. None when a member cannot be checked
+    against them: the campaign's behaviour evidence includes a release pivot (a per-cluster
+    fact), or it names no behaviour."""
+    c = cfg["campaigns"]
+    dims = set()
+    for sig in campaign.get("signals", []):
+        name, value = sig["name"], float(sig["value"])
+        if name == "release_pivot" and value >= float(c["pivot_min_share"]):
+            return None
+        if (name.startswith("unusual_") and value > float(c["anomaly_floor"])
+                and name[len("unusual_"):] not in c.get("supporting_behaviours", ())):
+            dims.add(name[len("unusual_"):])
+    return dims or None
+
+
+def bystanders(accounts: pd.DataFrame, campaigns: list[dict[str, Any]],
+               cfg: dict[str, Any]) -> dict[str, str]:
+    """Flagged members that show none of their campaign's behaviours at all (a share of
+    0 in the window on every one of them), with the reason to give. A cluster pulls in
+    accounts through a shared card, network or a few shared phrasings (a reseller's
+    customers, a developer behind the same egress); linking flags them with the campaign,
+    and over overlapping windows a second run flags them again, so confirmation does not
+    remove them. Acting needs evidence of the account's own: such members are watched."""
+    out: dict[str, str] = {}
+    by_id = {c["campaign_id"]: c for c in campaigns}
+    flagged = accounts[accounts["flagged"] & accounts["campaign_id"].notna()]
+    for row in flagged.itertuples(index=False):
+        dims = campaign_behaviours(by_id.get(row.campaign_id, {}), cfg)
+        if dims is None:
+            continue
+        shown = [d for d in sorted(dims) if d in accounts.columns
+                 and not pd.isna(getattr(row, d)) and float(getattr(row, d)) > 0]
+        if not shown and any(d in accounts.columns for d in dims):
+            out[row.account_id] = (f"campaign_bystander:{row.campaign_id} (none of its "
+                                   f"behaviours: {', '.join(sorted(dims))})")
+    return out
+
+
 def _store(state: State, accounts: pd.DataFrame, campaigns: list[dict[str, Any]],
            linked_at: datetime, cfg: dict[str, Any]) -> None:
-    """Replace the latest result; raise sticky levels; add the campaigns' indicators."""
+    """Replace the latest result; raise sticky levels; add the campaigns' indicators.
+
+    With `member_behaviour_required`, flagged members that show none of their campaign's
+    behaviours (`bystanders`) are watched, and the run does not count toward their
+    confirmation."""
     s = cfg["serve"]
     acc = accounts.copy()
+    enforce = acc["flagged"].copy()
+    if s.get("member_behaviour_required", True):
+        aside = bystanders(acc, campaigns, cfg)
+        if aside:
+            hit = acc["account_id"].isin(aside.keys())
+            enforce &= ~hit
+            acc.loc[hit, "reasons"] = pd.Series(
+                [[aside[a], *list(r)] for a, r in zip(acc.loc[hit, "account_id"],
+                                                      acc.loc[hit, "reasons"], strict=True)],
+                index=acc.index[hit], dtype=object)
+    acc["enforce"] = enforce
     acc["level"] = 0
     acc.loc[acc["score"] >= float(s["watch_min_score"]), "level"] = LEVEL["watch"]
-    acc.loc[acc["flagged"], "level"] = LEVEL["throttle"]
-    acc.loc[acc["flagged"] & (acc["score"] >= float(s["block_min_score"])),
-            "level"] = LEVEL["block"]
+    acc.loc[acc["flagged"], "level"] = LEVEL["watch"]
+    acc.loc[enforce, "level"] = LEVEL["throttle"]
+    acc.loc[enforce & (acc["score"] >= float(s["block_min_score"])), "level"] = LEVEL["block"]
     acc["since"] = pd.Timestamp(linked_at)
     camps = pd.DataFrame({
         "campaign_id": [c["campaign_id"] for c in campaigns],
@@ -128,7 +185,7 @@ def _store(state: State, accounts: pd.DataFrame, campaigns: list[dict[str, Any]]
         con.execute("INSERT OR REPLACE INTO link_campaigns SELECT * FROM _camps")
         con.execute("""
             INSERT INTO enforced SELECT account_id, level, campaign_id, score, reasons, since,
-                CAST(flagged AS INTEGER) FROM _acc WHERE level > 0
+                CAST(enforce AS INTEGER) FROM _acc WHERE level > 0
             ON CONFLICT (account_id) DO UPDATE SET
                 runs_flagged = enforced.runs_flagged + EXCLUDED.runs_flagged,
                 campaign_id = CASE WHEN EXCLUDED.level > enforced.level
@@ -170,8 +227,12 @@ def _detect(folder: Path, cfg: dict[str, Any], out: Path | None,
             shutil.rmtree(old, ignore_errors=True)
     finally:
         con.close()
-    return det.accounts[["account_id", "score", "flagged", "campaign_id", "reasons"]], \
-        det.campaigns
+    # The members' own behaviour (shares in the window), to check them against their
+    # campaign's (`bystanders`).
+    own = det.features[["account_id", *[d for d in cmp.ANOMALY_DIMENSIONS
+                                         if d in det.features.columns]]]
+    accounts = det.accounts[["account_id", "score", "flagged", "campaign_id", "reasons"]]
+    return accounts.merge(own, on="account_id", how="left"), det.campaigns
 
 
 def _detect_child(conn: Connection, folder: Path, cfg: dict[str, Any],
