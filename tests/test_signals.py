@@ -529,3 +529,86 @@ def test_weighted_quantile() -> None:
     assert campaigns._weighted_quantile(v, np.ones(5), 0.5) == 2.0
     assert campaigns._weighted_quantile(v, np.array([10.0, 1, 1, 1, 1]), 0.5) == 4.0
     assert np.isnan(campaigns._weighted_quantile(np.array([np.nan]), np.ones(1), 0.5))
+
+
+def _ev(**strengths: float) -> list[campaigns.Evidence]:
+    return [campaigns.Evidence(k, v, "", v) for k, v in strengths.items()]
+
+
+def test_content_coordination_supports_only_extraction_behaviour() -> None:
+    """Users of one product share its templates and its request shape: shared families
+    with unusual tool use is homophily; the same with unusual extraction prompts, or tool
+    use with shared infrastructure, is a campaign; proxy rotation never stands alone."""
+    base = {"coordinated_accounts": 1.0, "volume_inside_benign_range": 1.0}
+    homophily = campaigns.score(_ev(shared_template_families=1.0, unusual_tool_share=1.0,
+                                    **base), CFG)[0]
+    extraction = campaigns.score(_ev(shared_template_families=1.0,
+                                     unusual_extraction_share=1.0, **base), CFG)[0]
+    infra_tools = campaigns.score(_ev(shared_infrastructure=1.0, unusual_tool_share=1.0,
+                                      **base), CFG)[0]
+    rotation = campaigns.score(_ev(shared_infrastructure=1.0, unusual_n_asns=1.0, **base),
+                               CFG)[0]
+    threshold = CFG["campaigns"]["score_threshold"]
+    assert homophily == 0.0 and rotation == 0.0
+    assert extraction >= threshold and infra_tools >= threshold
+
+
+def _attach_fixture() -> tuple[detect.DuckDBSession, pd.DataFrame, detect._FactContext,
+                               pd.DataFrame]:
+    """A campaign of 10 accounts filling families f0-f29; 600 ordinary accounts on public
+    families; candidates that use the campaign's families: `heavy` (linked to two members,
+    extracting), `harness` (same content and behaviour, no links), `bystander` (linked,
+    not extracting), `bulk` (linked, extracting, far above ordinary volume)."""
+    rng = np.random.default_rng(3)
+    members = [f"m{i}" for i in range(10)]
+    ordinary = [f"u{i:03d}" for i in range(600)]
+    rows = [(m, f"f{k}", 3) for m in members for k in rng.choice(30, 12, replace=False)]
+    rows += [(u, f"o{k}", 2) for u in ordinary for k in rng.choice(200, 8, replace=False)]
+    for cand in ("heavy", "harness", "bystander", "bulk"):
+        rows += [(cand, f"f{k}", 1) for k in range(20)]
+        rows += [(cand, f"o{k}", 1) for k in rng.choice(200, 40, replace=False)]
+    fam = pd.DataFrame(rows, columns=["account_id", "band", "cnt"])
+    ids = members + ordinary + ["heavy", "harness", "bystander", "bulk"]
+    extracting = set(members) | {"heavy", "harness", "bulk"}
+    feats = pd.DataFrame({"account_id": ids, "n_exchanges": 300,
+                          "extraction_share": [0.3 if a in extracting else 0.0 for a in ids],
+                          "exchanges_per_active_day": [500.0 if a == "bulk" else 10.0
+                                                       for a in ids]})
+    linked = [(a, b) for i, a in enumerate(members) for b in members[i + 1:]]
+    linked += [(c, m) for c in ("heavy", "bystander", "bulk") for m in members[:2]]
+    edges = pd.DataFrame(linked, columns=["src", "dst"]).assign(weight=1.0,
+                                                                kinds=[["ip"]] * len(linked))
+    session = detect.DuckDBSession(duckdb.connect())
+    session.register("fam", fam)
+    ctx = detect._FactContext(
+        feats=feats.set_index("account_id"), edges=edges, releases=pd.DataFrame(),
+        present={"prompt"}, weights=np.where(feats["account_id"].isin(members), 0.1, 1.0),
+        quantile=0.99, benign_p99=80.0)
+    rows_out = pd.DataFrame({"flagged": [a in members for a in ids]}, index=ids)
+    return session, pd.DataFrame({"account_id": members, "cluster": 0}), ctx, rows_out
+
+
+def test_attach_adds_linked_accounts_filling_a_campaigns_families() -> None:
+    session, groups, ctx, acct_rows = _attach_fixture()
+    got = detect._attach(session, groups, ctx, CFG, acct_rows, allowlisted=set())
+    added = set(got["account_id"]) - set(groups["account_id"])
+    assert added == {"heavy"}
+    assert acct_rows.at["heavy", "flagged"] and not acct_rows.at["harness", "flagged"]
+    assert (got.loc[got["account_id"] == "heavy", "cluster"] == 0).all()
+
+
+def test_weakly_linked_members_must_show_the_behaviour_themselves() -> None:
+    """In a template-driven cluster, filling its templates makes a member; in a cluster
+    held together by weak links only (`confirm`), the member must also extract."""
+    m = pd.DataFrame({"account_id": ["a", "b", "c", "d"], "n_exchanges": 400,
+                      "extraction_share": [0.3, 0.3, 0.3, 0.0]})
+    facts = campaigns.ClusterFacts(
+        cluster=0, members=m, family_share=0.6,
+        member_family_share=pd.Series([0.6, 0.6, 0.6, 0.6], index=list("abcd")),
+        synchrony=timing.Synchrony(0, 0, 0, 0), infra_kinds={}, vocabulary_pairs=6,
+        pivot=None, benign_volume_p99=80.0, anomalies={"extraction_share": 0.75},
+        thresholds={"extraction_share": 0.05})
+    ev = _ev(unusual_extraction_share=1.0)
+    c = CFG["campaigns"]
+    assert detect._member_strength(m, facts, ev, c) == [1.0, 1.0, 1.0, 1.0]
+    assert detect._member_strength(m, facts, ev, c, confirm=True) == [1.0, 1.0, 1.0, 0.0]

@@ -213,24 +213,45 @@ def evidence(f: ClusterFacts, cfg: dict[str, Any]) -> list[Evidence]:
 def score(ev: list[Evidence], cfg: dict[str, Any]) -> tuple[float, float, float]:
     """(score, behaviour, coordination).
 
-    Coordination: noisy-OR of shared infrastructure, shared template families, a shared
-    template vocabulary and synchrony, scaled by how many accounts take part and by the
-    share of them that stay inside the ordinary per-account volume range. Behaviour: the
-    strongest way the members stand out from uncoordinated accounts (extraction prompts,
-    proxy rotation, ...) or move together to a new model on release. A campaign needs
-    both; the score is their geometric mean.
+    Coordination comes in two kinds. *Independent* evidence (shared infrastructure,
+    synchrony) ties accounts to one operator. *Content* evidence (shared template
+    families, a shared template vocabulary) also arises from homophily: the users of one
+    product send its system prompt and phrasings and share its request shape (tools,
+    thinking, images), and may move to a new model together when the product does. So
+    content evidence supports only the `content_behaviours` (extraction prompts); the
+    other behaviours and the release pivot need independent evidence, and
+    `supporting_behaviours` (proxy rotation, also how roaming users look) never stand
+    alone. A campaign needs both halves; the score is their geometric mean, scaled by
+    how many accounts take part and the share of them inside the ordinary per-account
+    volume range.
     """
+    c = cfg["campaigns"]
     by = {e.name: e.strength for e in ev}
-    behaviour = max([by.get("release_pivot", 0.0)] +
-                    [v for k, v in by.items() if k.startswith("unusual_")])
-    coord = 1 - ((1 - by.get("shared_infrastructure", 0) * 0.8)
-                 * (1 - by.get("shared_template_families", 0) * 0.8)
-                 * (1 - by.get("shared_vocabulary", 0) * 0.8)
-                 * (1 - by.get("synchrony", 0)))
+    unusual = {k[len("unusual_"):]: v for k, v in by.items() if k.startswith("unusual_")}
+    independent = 1 - ((1 - by.get("shared_infrastructure", 0) * 0.8)
+                       * (1 - by.get("synchrony", 0)))
+    content = 1 - ((1 - by.get("shared_template_families", 0) * 0.8)
+                   * (1 - by.get("shared_vocabulary", 0) * 0.8))
+    coord_all = 1 - (1 - independent) * (1 - content)
+    supporting = set(c["supporting_behaviours"])
+    any_behaviour = max([by.get("release_pivot", 0.0)] +
+                        [v for k, v in unusual.items() if k not in supporting])
+    content_behaviour = max([0.0] + [unusual.get(k, 0.0) for k in c["content_behaviours"]])
+    pairs = [(any_behaviour, independent), (content_behaviour, coord_all)]
+    behaviour, coord = max(pairs, key=lambda bc: bc[0] * bc[1])
     # A hydra spreads its load so that each head stays under per-account limits; a group
     # whose accounts each run far above ordinary volume is not hiding that way.
     coord *= by.get("coordinated_accounts", 0) ** 0.5 * by.get("volume_inside_benign_range", 0)
     return float(math.sqrt(behaviour * coord)), float(behaviour), float(coord)
+
+
+def poisson_llr(observed: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """Poisson log-likelihood ratio of an observed count against its expectation, 0 where
+    the count is not above it (one-sided: only excess is evidence)."""
+    e = np.maximum(expected, 1e-12)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        llr = observed * np.log(np.where(observed > 0, observed / e, 1.0)) - observed + e
+    return np.where(observed > e, llr, 0.0)
 
 
 def campaign_id(account_ids: list[str]) -> str:

@@ -268,7 +268,10 @@ def run(session: DuckDBSession, ingest: IngestReport, cfg: dict[str, Any],
         accepted += _campaign_pass(
             session, wide[~wide["account_id"].isin(taken)], ctx, cfg, acct_rows,
             allowlisted, behaviours=tuple(c["vocabulary_behaviours"]), link_kind="vocabulary")
-    campaigns_out = _final_campaigns(session, accepted, ctx, cfg, acct_rows)
+    groups, floor = _final_groups(accepted, ctx, cfg)
+    if "prompt" in present:
+        groups = _attach(session, groups, ctx, cfg, acct_rows, allowlisted)
+    campaigns_out = _final_campaigns(session, groups, floor, ctx, cfg, acct_rows)
     timeline = pd.DataFrame(columns=["campaign_id", "hour", "model", "n"])
     templates = pd.DataFrame(columns=["campaign_id", "template_id", "n_exchanges", "n_accounts",
                                       "example"])
@@ -324,11 +327,12 @@ def _campaign_pass(session: DuckDBSession, membership: pd.DataFrame, ctx: _FactC
         # clusters with too few of them cannot score, and are not measured in the engine.
         clusters = clusters[clusters["cluster"].isin(
             [cl for cl, g in clusters.groupby("cluster") if _can_stand_out(
-                ctx, sorted(g["account_id"]), behaviours, min_n)])]
+                ctx, sorted(g["account_id"]),
+                tuple(b for b in behaviours if b not in c["supporting_behaviours"]), min_n)])]
     eligible = _linked_by(clusters, ctx.edges, link_kind) if link_kind else None
     cores = []
     for facts, ev, sc in scored(clusters):
-        strength = _member_strength(facts.members, facts, ev, c)
+        strength = _member_strength(facts.members, facts, ev, c, confirm=link_kind is not None)
         for aid, st in zip(facts.members["account_id"], strength, strict=True):
             acct_rows.at[aid, "score"] = max(acct_rows.at[aid, "score"], round(sc * st, 6))
         if sc >= c["score_threshold"]:
@@ -362,17 +366,100 @@ def _linked_by(membership: pd.DataFrame, edges: pd.DataFrame, kind: str) -> set[
     return set(e["src"]) | set(e["dst"])
 
 
-def _final_campaigns(session: DuckDBSession, accepted: list[tuple[list[str], float]],
-                     ctx: _FactContext, cfg: dict[str, Any], acct_rows: pd.DataFrame
-                     ) -> list[dict[str, Any]]:
-    """The campaigns as reported. The accepted groups are first split where Leiden, run on
-    the links among all flagged accounts, separates their members (a cluster can hold
-    two operators that share a few templates), then pieces linked to each other about as
-    densely as inside themselves are merged (one operator found in pieces, by several
-    clusters or by both passes, is one campaign). Evidence is measured again on each
-    final group; its score is at least the best score merged into it."""
+def _attach(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContext,
+            cfg: dict[str, Any], acct_rows: pd.DataFrame, allowlisted: set[str]
+            ) -> pd.DataFrame:
+    """Add to each campaign group (account_id, cluster) the unflagged accounts that fill
+    its template families far beyond chance, are linked to it and share its unusual
+    behaviour.
+
+    Links are tested pair by pair, and a heavy account that spreads a campaign's broad
+    template set over hundreds of prompts meets few of the other members often enough for
+    any one pair to stand out (its high volume also raises what chance would give). Tested
+    against the group as a whole, the evidence adds up: the account's distinct families
+    that are characteristic of the group (used by at least two members, at least
+    `attach_family_lift` times more often among them than among all accounts), against
+    the share every other unflagged account has of them (Poisson log-likelihood ratio,
+    Bonferroni over accounts x groups at `attach_alpha`). Content alone is not
+    coordination (an evaluation harness runs the same public benchmarks a harvester
+    does), so the account must also be linked to at least `attach_min_links` members,
+    exceed the group's reference at `member_z` on one of its unusual behaviours, and stay
+    inside the ordinary per-account volume range as hydra heads do (a harness running
+    far above it is not hiding among the campaign's accounts)."""
+    c = cfg["campaigns"]
+    if groups.empty:
+        return groups
+    n_accounts = len(ctx.feats)
+    n_groups = groups["cluster"].nunique()
+    session.register("attach_groups", groups.assign(
+        gsize=groups.groupby("cluster")["account_id"].transform("size")))
+    fam, grp = session.table("fam"), session.table("attach_groups")
+    users = fam.group_by("band").aggregate(n_all=fam.account_id.nunique())
+    j = fam.join(grp, "account_id")
+    per = j.group_by(["cluster", "band"]).aggregate(n_g=j.account_id.nunique(),
+                                                    gsize=j.gsize.max())
+    per = per.join(users, "band")
+    char = per.filter((per.n_g >= 2) & (per.n_g * n_accounts >= float(c["attach_family_lift"])
+                                        * per.n_all * per.gsize)).select("cluster", "band")
+    cand = fam.anti_join(grp, "account_id")  # every flagged account is in a group
+    n_per = session.pandas(cand.group_by("account_id").aggregate(n=cand.band.nunique()))
+    hits = cand.select("account_id", "band").distinct().join(char, "band")
+    h = session.pandas(hits.group_by(["account_id", "cluster"]).aggregate(h=hits.count()))
+    h = h[~h["account_id"].isin(allowlisted)]
+    if h.empty:
+        return groups
+    rate = h.groupby("cluster")["h"].sum() / max(float(n_per["n"].sum()), 1.0)
+    h = h.merge(n_per, on="account_id")
+    h["llr"] = cmp.poisson_llr(h["h"].to_numpy(float),
+                               (h["n"] * h["cluster"].map(rate)).to_numpy(float))
+    need = float(np.log(len(n_per) * n_groups / float(c["attach_alpha"])))
+    h = h[h["llr"] >= need]
+    links = _links_into(ctx.edges, groups, set(h["account_id"]))
+    h = h.merge(links, on=["account_id", "cluster"])
+    h = h[h["linked"] >= int(c["attach_min_links"])]
+    h = h.sort_values(["account_id", "llr"], ascending=[True, False]).drop_duplicates(
+        "account_id")
+    added = []
+    for cl, rows in h.groupby("cluster"):
+        ids = sorted(groups.loc[groups["cluster"] == cl, "account_id"])
+        thresholds = ctx.thresholds(ids)
+        strong = [d for d, v in cmp.anomaly(ctx.feats.loc[ids].reset_index(), thresholds,
+                                            int(c["min_accounts"])).items()
+                  if v > c["anomaly_floor"] and d not in c["supporting_behaviours"]]
+        cands = ctx.feats.loc[rows["account_id"]].reset_index()
+        ok = np.zeros(len(cands), dtype=bool)
+        inside = cands["exchanges_per_active_day"].to_numpy(float) <= ctx.benign_p99
+        for d in strong:
+            ok |= cmp.above(cands, thresholds, d, c["member_z"])
+        added += [(a, cl) for a in cands.loc[ok & inside, "account_id"]]
+    new = pd.DataFrame(added, columns=["account_id", "cluster"])
+    acct_rows.loc[new["account_id"], "flagged"] = True
+    return pd.concat([groups, new], ignore_index=True)
+
+
+def _links_into(edges: pd.DataFrame, groups: pd.DataFrame, accounts: set[str]
+                ) -> pd.DataFrame:
+    """(account_id, cluster, linked): how many members of each group these accounts have
+    a link of any kind to."""
+    e = edges[edges["src"].isin(accounts) | edges["dst"].isin(accounts)]
+    both = pd.concat([e[["src", "dst"]].set_axis(["account_id", "other"], axis=1),
+                      e[["dst", "src"]].set_axis(["account_id", "other"], axis=1)])
+    both = both[both["account_id"].isin(accounts)]
+    both["cluster"] = both["other"].map(groups.set_index("account_id")["cluster"])
+    both = both.dropna(subset=["cluster"]).astype({"cluster": groups["cluster"].dtype})
+    return both.groupby(["account_id", "cluster"]).size().rename("linked").reset_index()
+
+
+def _final_groups(accepted: list[tuple[list[str], float]], ctx: _FactContext,
+                  cfg: dict[str, Any]) -> tuple[pd.DataFrame, pd.Series]:
+    """The campaign groups (account_id, cluster) and each one's score floor. The accepted
+    groups are first split where Leiden, run on the links among all flagged accounts,
+    separates their members (a cluster can hold two operators that share a few
+    templates), then pieces linked to each other about as densely as inside themselves
+    are merged (one operator found in pieces, by several clusters or by both passes, is
+    one campaign); the floor is the best score merged into it."""
     if not accepted:
-        return []
+        return pd.DataFrame(columns=["account_id", "cluster"]), pd.Series(dtype=float)
     pieces = pd.DataFrame([(a, k) for k, (ids, _) in enumerate(accepted) for a in ids],
                           columns=["account_id", "cluster"])
     e = ctx.edges
@@ -384,6 +471,14 @@ def _final_campaigns(session: DuckDBSession, accepted: list[tuple[list[str], flo
     groups = linking.merge_groups(split, e, float(cfg["campaigns"]["merge_min_ratio"]))
     floor = pd.Series([accepted[k][1] for k in pieces["cluster"]]).groupby(
         groups["cluster"].to_numpy()).max()
+    return groups, floor
+
+
+def _final_campaigns(session: DuckDBSession, groups: pd.DataFrame, floor: pd.Series,
+                     ctx: _FactContext, cfg: dict[str, Any], acct_rows: pd.DataFrame
+                     ) -> list[dict[str, Any]]:
+    """The campaigns as reported: evidence measured again on each final group; its score
+    is at least its floor."""
     out: list[dict[str, Any]] = []
     for cl, facts in _gather_facts(session, groups, ctx, cfg).items():
         ev = cmp.evidence(facts, cfg)
@@ -402,23 +497,35 @@ def _final_campaigns(session: DuckDBSession, accepted: list[tuple[list[str], flo
 
 
 def _member_strength(m: pd.DataFrame, facts: cmp.ClusterFacts, ev: list[cmp.Evidence],
-                     c: dict[str, Any]) -> list[float]:
+                     c: dict[str, Any], confirm: bool = False) -> list[float]:
     """How much of what made the campaign stand out each member itself carries, in [0, 1].
 
     A reseller pool or a shared network can pull ordinary accounts into a cluster; they
-    do not share its unusual behaviour or fill its templates, so they score low.
+    do not share its unusual behaviour or fill its templates, so they score low. A member
+    shows a behaviour when it exceeds the reference at `member_z`, or, when it also
+    exceeds it on a supporting behaviour (proxy rotation), at its point estimate: two
+    indications together. Rotation alone picks no member (a reseller's customers arrive
+    through the same rotating networks as its distiller). With `confirm` (clusters held
+    together by weak links only), filling the cluster's templates is not enough either:
+    the families a thin cluster shares include the ordinary phrasings its bystanders use.
     """
+    strong = {e.name[len("unusual_"):] for e in ev
+              if e.strength > 0 and e.name.startswith("unusual_")} & set(facts.thresholds)
+    supporting = strong & set(c["supporting_behaviours"])
+    shows = np.zeros(len(m), dtype=bool)
+    rotates = np.zeros(len(m), dtype=bool)
+    for dim in supporting:
+        rotates |= cmp.above(m, facts.thresholds, dim, c["member_z"])
+    for dim in strong - supporting:
+        shows |= cmp.above(m, facts.thresholds, dim, c["member_z"])
+        shows |= rotates & cmp.above(m, facts.thresholds, dim, 0.0)
     fam = facts.member_family_share.to_numpy(dtype=float)
     ref_fam = float(np.median(fam)) if len(fam) else 0.0
-    if ref_fam > c["family_floor"]:
-        # A template-driven cluster: members are the accounts that fill its templates.
-        return [float(v) for v in np.nan_to_num(np.minimum(1.0, fam / ref_fam))]
-    strong = {e.name for e in ev if e.strength > 0}
-    s = np.zeros(len(m))
-    for dim in facts.thresholds:
-        if f"unusual_{dim}" in strong:
-            s = np.maximum(s, cmp.above(m, facts.thresholds, dim, c["member_z"]).astype(float))
-    return [float(v) for v in s]
+    if ref_fam <= c["family_floor"]:
+        return [float(v) for v in shows]
+    # A template-driven cluster: members are the accounts that fill its templates.
+    s = np.nan_to_num(np.minimum(1.0, fam / ref_fam))
+    return [float(v) for v in (s * shows if confirm else s)]
 
 
 def _account_reasons(row: pd.Series, facts: cmp.ClusterFacts, aid: str,
