@@ -612,3 +612,22 @@ def test_weakly_linked_members_must_show_the_behaviour_themselves() -> None:
     c = CFG["campaigns"]
     assert detect._member_strength(m, facts, ev, c) == [1.0, 1.0, 1.0, 1.0]
     assert detect._member_strength(m, facts, ev, c, confirm=True) == [1.0, 1.0, 1.0, 0.0]
+
+
+def test_proxy_rotation_picks_members_only_with_another_behaviour() -> None:
+    """Outside template-driven clusters a member must show the cluster's behaviour: at
+    `member_z` alone, or at its point estimate when it also rotates networks; rotating
+    alone (a reseller's customer on the same cloud pool) is not enough."""
+    m = pd.DataFrame({"account_id": ["strong", "light", "rotator", "plain"],
+                      "n_exchanges": [400, 10, 400, 10],
+                      "extraction_share": [0.3, 0.2, 0.0, 0.2],
+                      "n_asns": [30, 30, 30, 2]})
+    facts = campaigns.ClusterFacts(
+        cluster=0, members=m, family_share=0.0,
+        member_family_share=pd.Series(0.0, index=m["account_id"]),
+        synchrony=timing.Synchrony(0, 0, 0, 0), infra_kinds={"ip": 6}, vocabulary_pairs=0,
+        pivot=None, benign_volume_p99=80.0,
+        anomalies={"extraction_share": 0.9, "n_asns": 0.9},
+        thresholds={"extraction_share": 0.05, "n_asns": 8})
+    ev = _ev(unusual_extraction_share=1.0, unusual_n_asns=1.0)
+    assert detect._member_strength(m, facts, ev, CFG["campaigns"]) == [1.0, 1.0, 0.0, 0.0]
