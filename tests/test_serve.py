@@ -280,7 +280,9 @@ def test_replay_flips_decisions_after_relinking(scenario: Path, tmp_path: Path) 
     # needs two flagging runs, so a day leaves room for a few.
     result = replay(scenario, tmp_path / "replay.duckdb", cfg, TOKEN, batch_size=100, hours=24)
     acted = [r for r in result["operators"] if r["hours_to_action"] is not None]
-    assert len(acted) >= 2, result
+    # Since fd4b145 (proxy rotation never stands alone) only the CoT harvester is acted on
+    # within 24 h at this scale (14.2 h); before, two operators were.
+    assert len(acted) >= 1, result
     for r in acted:
         # Allowed until a linking run (every 4 h of event time) flagged it.
         assert 4 <= r["hours_to_action"] <= 24
@@ -300,14 +302,15 @@ def test_background_linking_matches_inline(scenario: Path, tmp_path: Path) -> No
     con = duckdb.connect()
     con.execute(f"SET TimeZone = 'UTC'; CREATE TABLE ex AS SELECT * FROM read_parquet("
                 f"'{scenario}/exchanges/**/*.parquet')")
+    # One run over the first 16 h: since fd4b145 the first 6 h of this scenario flag no one.
     feed = _records(con.sql("SELECT * FROM ex WHERE ts < (SELECT min(ts) FROM ex) + "
-                            "INTERVAL 7 HOUR ORDER BY ts, exchange_id").to_arrow_table())
+                            "INTERVAL 17 HOUR ORDER BY ts, exchange_id").to_arrow_table())
     accounts = _records(con.sql(f"SELECT * FROM read_parquet('{scenario}/accounts.parquet')"
                                 ).to_arrow_table())
     found = {}
     for mode in ("inline", "background"):
         service = Service(tmp_path / f"{mode}.duckdb", _cfg(relink_mode=mode,
-                                                             relink_minutes=360), False)
+                                                             relink_minutes=960), False)
         try:
             service.post_table(ACCOUNTS, accounts)
             for start in range(0, len(feed), 500):
