@@ -631,3 +631,17 @@ def test_proxy_rotation_picks_members_only_with_another_behaviour() -> None:
         thresholds={"extraction_share": 0.05, "n_asns": 8})
     ev = _ev(unusual_extraction_share=1.0, unusual_n_asns=1.0)
     assert detect._member_strength(m, facts, ev, CFG["campaigns"]) == [1.0, 1.0, 0.0, 0.0]
+
+
+def test_shared_families_are_the_clusters_own_not_public_ones() -> None:
+    """A family every account uses (a public benchmark prompt, a stock phrasing) is not
+    the cluster's template even when all its members use it."""
+    members = [f"m{i}" for i in range(5)]
+    rows = [(m, band, 5) for m in members for band in ("own", "public")]
+    rows += [(f"u{i:03d}", "public", 5) for i in range(100)]
+    session = detect.DuckDBSession(duckdb.connect())
+    session.register("fam", pd.DataFrame(rows, columns=["account_id", "band", "cnt"]))
+    session.register("members", pd.DataFrame({"account_id": members, "cluster": 0,
+                                              "csize": 5}))
+    member, cluster = detect._family_facts(session, 105, CFG)
+    assert member.tolist() == [0.5] * 5 and cluster[0] == pytest.approx(0.5)

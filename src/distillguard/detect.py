@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import ibis
+import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
 
@@ -57,17 +58,30 @@ def present_columns(session: DuckDBSession, table: str, candidates: tuple[str, .
     return {c for c in aggs if row[c]}
 
 
-def _family_facts(session: DuckDBSession, members: pd.DataFrame, cfg: dict[str, Any]
+def _characteristic(in_group: ir.IntegerValue, overall: ir.IntegerValue,
+                    size: ir.IntegerValue, n_accounts: int, cfg: dict[str, Any]
+                    ) -> ir.BooleanValue:
+    """Whether a group's members use a template family at least `characteristic_lift`
+    times more often than all accounts do: the group's own templates, not the public
+    prompts and stock phrasings its members share with everyone."""
+    lift = float(cfg["campaigns"]["characteristic_lift"])
+    return in_group * n_accounts >= lift * overall * size
+
+
+def _family_facts(session: DuckDBSession, n_accounts: int, cfg: dict[str, Any]
                   ) -> tuple[pd.Series, pd.Series]:
-    """Per cluster and per member: share of template-family slots on families that several
-    members of the same cluster use."""
+    """Per cluster and per member (of the registered `members` table): share of
+    template-family slots on families that several members of the same cluster use and
+    that are characteristic of it."""
     mem = session.table("members")
     fam = session.table("fam")
+    users = fam.group_by("band").aggregate(n_all=fam.account_id.nunique())
     j = fam.join(mem, "account_id")
     per = j.group_by(["cluster", "band"]).aggregate(users=j.account_id.nunique(),
-                                                    csize=j.csize.max())
+                                                    csize=j.csize.max()).join(users, "band")
     need = ibis.greatest(2, (per.csize * cfg["campaigns"]["family_member_share"]).ceil())
-    shared = per.filter(per.users >= need).select("cluster", "band")
+    shared = per.filter((per.users >= need) & _characteristic(
+        per.users, per.n_all, per.csize, n_accounts, cfg)).select("cluster", "band")
     jj = j.left_join(shared.mutate(is_shared=True), ["cluster", "band"])
     acc = jj.group_by(["cluster", "account_id"]).aggregate(
         on=(jj.cnt * jj.is_shared.fill_null(False).cast("int64")).sum(), all=jj.cnt.sum())
@@ -166,7 +180,7 @@ def _gather_facts(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContex
     members = groups.assign(csize=groups.groupby("cluster")["account_id"].transform("size"))
     session.register("members", members[["account_id", "cluster", "csize"]])
     if "prompt" in ctx.present:
-        member_fam, cluster_fam = _family_facts(session, members, cfg)
+        member_fam, cluster_fam = _family_facts(session, len(ctx.feats), cfg)
     else:
         member_fam, cluster_fam = pd.Series(dtype=float), pd.Series(dtype=float)
     mb, profile = _synchrony_inputs(session, members)
@@ -378,7 +392,7 @@ def _attach(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContext,
     any one pair to stand out (its high volume also raises what chance would give). Tested
     against the group as a whole, the evidence adds up: the account's distinct families
     that are characteristic of the group (used by at least two members, at least
-    `attach_family_lift` times more often among them than among all accounts), against
+    `characteristic_lift` times more often among them than among all accounts), against
     the share every other unflagged account has of them (Poisson log-likelihood ratio,
     Bonferroni over accounts x groups at `attach_alpha`). Content alone is not
     coordination (an evaluation harness runs the same public benchmarks a harvester
@@ -399,8 +413,8 @@ def _attach(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContext,
     per = j.group_by(["cluster", "band"]).aggregate(n_g=j.account_id.nunique(),
                                                     gsize=j.gsize.max())
     per = per.join(users, "band")
-    char = per.filter((per.n_g >= 2) & (per.n_g * n_accounts >= float(c["attach_family_lift"])
-                                        * per.n_all * per.gsize)).select("cluster", "band")
+    char = per.filter((per.n_g >= 2) & _characteristic(
+        per.n_g, per.n_all, per.gsize, n_accounts, cfg)).select("cluster", "band")
     cand = fam.anti_join(grp, "account_id")  # every flagged account is in a group
     n_per = session.pandas(cand.group_by("account_id").aggregate(n=cand.band.nunique()))
     hits = cand.select("account_id", "band").distinct().join(char, "band")
