@@ -580,6 +580,7 @@ def _attach_fixture() -> tuple[detect.DuckDBSession, pd.DataFrame, detect._FactC
                                                                 kinds=[["ip"]] * len(linked))
     session = detect.DuckDBSession(duckdb.connect())
     session.register("fam", fam)
+    detect._family_users(session)
     ctx = detect._FactContext(
         feats=feats.set_index("account_id"), edges=edges, releases=pd.DataFrame(),
         present={"prompt"}, weights=np.where(feats["account_id"].isin(members), 0.1, 1.0),
@@ -641,6 +642,7 @@ def test_shared_families_are_the_clusters_own_not_public_ones() -> None:
     rows += [(f"u{i:03d}", "public", 5) for i in range(100)]
     session = detect.DuckDBSession(duckdb.connect())
     session.register("fam", pd.DataFrame(rows, columns=["account_id", "band", "cnt"]))
+    detect._family_users(session)
     session.register("members", pd.DataFrame({"account_id": members, "cluster": 0,
                                               "csize": 5}))
     member, cluster = detect._family_facts(session, 105, CFG)

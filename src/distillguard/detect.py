@@ -58,6 +58,15 @@ def present_columns(session: DuckDBSession, table: str, candidates: tuple[str, .
     return {c for c in aggs if row[c]}
 
 
+def _family_users(session: DuckDBSession) -> None:
+    """Materialise `fam_users` (band, n_all): how many accounts use each template family,
+    from the `fam` table. Every measurement of whether a family is characteristic of a
+    group reads it, so it is counted once per run, not once per group measurement."""
+    fam = session.table("fam")
+    session.materialize("fam_users", fam.group_by("band").aggregate(
+        n_all=fam.account_id.nunique()))
+
+
 def _characteristic(in_group: ir.IntegerValue, overall: ir.IntegerValue,
                     size: ir.IntegerValue, n_accounts: int, cfg: dict[str, Any]
                     ) -> ir.BooleanValue:
@@ -75,7 +84,7 @@ def _family_facts(session: DuckDBSession, n_accounts: int, cfg: dict[str, Any]
     that are characteristic of it."""
     mem = session.table("members")
     fam = session.table("fam")
-    users = fam.group_by("band").aggregate(n_all=fam.account_id.nunique())
+    users = session.table("fam_users")
     j = fam.join(mem, "account_id")
     per = j.group_by(["cluster", "band"]).aggregate(users=j.account_id.nunique(),
                                                     csize=j.csize.max()).join(users, "band")
@@ -239,6 +248,7 @@ def run(session: DuckDBSession, ingest: IngestReport, cfg: dict[str, Any],
         fam_src = fam_src.filter(fam_src.band.notnull())
         session.materialize("fam", fam_src.group_by(["account_id", "band"]).aggregate(
             cnt=fam_src.count()))
+        _family_users(session)
     accounts_tbl = session.table("accounts") if "accounts" in ingest.tables else None
     families = session.table("fam") if "prompt" in present else None
     keys = linking.account_keys(xs, accounts_tbl, families, present, account_cols, cfg)
@@ -408,7 +418,7 @@ def _attach(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContext,
     session.register("attach_groups", groups.assign(
         gsize=groups.groupby("cluster")["account_id"].transform("size")))
     fam, grp = session.table("fam"), session.table("attach_groups")
-    users = fam.group_by("band").aggregate(n_all=fam.account_id.nunique())
+    users = session.table("fam_users")
     j = fam.join(grp, "account_id")
     per = j.group_by(["cluster", "band"]).aggregate(n_g=j.account_id.nunique(),
                                                     gsize=j.gsize.max())
