@@ -9,9 +9,9 @@ the simulator, e.g. about 1.5M, 7.6M and 37.8M exchanges (28.8M attacking):
 In one process it times a bare DuckDB scan of the same Parquet (`SELECT count(*),
 sum(length(prompt))`, once cold and once warm: the floor no detector can beat), then
 the whole detection (ingest, detect, outputs) with the time between the pipeline's
-progress callbacks as the stage profile, then prints one Markdown row and appends a
-JSON line to --results. The machine is shared: the load average before and after is
-recorded with the timings.
+progress callbacks as the stage profile and each stage's own peak RSS, then prints one
+Markdown row and appends a JSON line to --results. The machine is shared: the load
+average before and after is recorded with the timings.
 """
 
 from __future__ import annotations
@@ -45,6 +45,19 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _stage_peak_gib() -> float | None:
+    """Peak RSS since the last call (Linux: VmHWM, then reset through clear_refs), so each
+    stage's own peak is known, not only the whole run's."""
+    try:
+        with open("/proc/self/status") as fh:
+            kib = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM"))
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except (OSError, StopIteration):
+        return None
+    return round(kib / 2**20, 2)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True, help="simulator output directory")
@@ -56,17 +69,21 @@ def main() -> None:
     load_before = os.getloadavg()
     scan_s = bare_scan(args.data / "exchanges")
     stages: list[tuple[str, float]] = []
+    peaks: list[float | None] = []
     cpu0 = _cpu_s()
     t0 = time.perf_counter()
 
     def progress(name: str) -> None:
+        peaks.append(_stage_peak_gib())
         stages.append((name, time.perf_counter() - t0))
-        print(f"{stages[-1][1]:8.1f}s  {name}", flush=True)
+        print(f"{stages[-1][1]:8.1f}s  {name}  (peak RSS of the stage before: "
+              f"{peaks[-1]} GiB)", flush=True)
 
     result = run_detection([args.data / "exchanges"], args.out, cfg,
                            accounts=[args.data / "accounts.parquet"],
                            releases=[args.data / "releases.parquet"], progress=progress)
     wall = time.perf_counter() - t0
+    peaks.append(_stage_peak_gib())
     ends = [t for _, t in stages[1:]] + [wall]
     profile = {name: round(end - start, 2) for (name, start), end in zip(stages, ends,
                                                                          strict=True)}
@@ -77,13 +94,17 @@ def main() -> None:
         "detect_s": round(wall, 2),
         "exchanges_per_s": round(n / wall), "bare_scan_s": round(scan_s, 3),
         "ratio_to_scan": round(wall / scan_s, 1),
-        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        # clear_refs also resets ru_maxrss: the run's peak is the highest stage peak.
+        "peak_rss_gib": max([p for p in peaks if p is not None] or [round(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)]),
         # CPU seconds of the process (both DuckDB threads): less sensitive than the wall
         # time to other jobs on a shared machine.
         "cpu_s": round(_cpu_s() - cpu0, 1),
         "load_before": [round(v, 2) for v in load_before],
         "load_after": [round(v, 2) for v in os.getloadavg()], "cpus": os.cpu_count(),
         "memory_limit": cfg["engine"]["memory_limit"], "stages_s": profile,
+        "stage_peak_rss_gib": {name: peak for (name, _), peak in zip(stages, peaks[1:],
+                                                                    strict=True)},
     }
     with args.results.open("a") as fh:
         fh.write(json.dumps(row) + "\n")

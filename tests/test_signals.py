@@ -9,6 +9,7 @@ campaign statistics.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -358,18 +359,29 @@ def test_rare_keys_keep_keys_of_two_accounts_up_to_the_cap(con: ibis.BaseBackend
     assert set(got["n"]) == {2}
 
 
+def _linked(con: ibis.BaseBackend, df: pd.DataFrame,
+            edges: Callable[[ir.Table], ir.Table]) -> pd.DataFrame:
+    """Edges from rare-key rows, computed in the engine as the pipeline does: integer
+    account ids in name order, the chain order, the edge expression, names back."""
+    names = pd.Series(sorted(df["account_id"].unique()))
+    df = df.assign(aid=df["account_id"].map(pd.Series(range(len(names)), index=names)))
+    return linking.collect_edges(con.execute(edges(linking.chain_order(ibis.memtable(df)))),
+                                 names)
+
+
 def _edges(con: ibis.BaseBackend, groups: dict[str, list[str]], n_accounts: int,
            kind: str = "payment", share: float = 1.0) -> pd.DataFrame:
     """Edges for keys -> member accounts, computed in the engine as the pipeline does."""
     df = _shared(groups, kind).assign(share=share)
     df["idf"] = np.log(n_accounts / df["n"]) / np.log(n_accounts)
-    return linking.collect_edges(con.execute(linking.edges_expr(ibis.memtable(df), CFG)))
+    return _linked(con, df, lambda chain: linking.edges_expr(chain, CFG))
 
 
 def test_edges_link_accounts_sharing_a_key(con: ibis.BaseBackend) -> None:
     edges = _edges(con, {"card-1": ["a", "b"]}, 1000)
     assert edges[["src", "dst"]].values.tolist() == [["a", "b"]]
-    assert edges["kinds"].iloc[0] == ["payment"]
+    assert edges["kinds"].iloc[0] == linking.kind_bit("payment")
+    assert linking.kind_lists(edges["kinds"]).to_pylist() == [["payment"]]
     assert edges["weight"].iloc[0] >= CFG["linking"]["min_edge_weight"]
 
 
@@ -423,9 +435,9 @@ def test_vocabulary_links_a_group_sharing_families_beyond_chance(
     df = df.assign(n=size, uses=df.groupby("key")["cnt"].transform("sum"), volume=30,
                    share=1 / 30, idf=np.log(340 / size) / np.log(340))
     df = df[df["n"] >= 2]
-    overlap = linking.collect_edges(con.execute(linking.edges_expr(ibis.memtable(df), CFG)))
-    vocab = linking.collect_edges(con.execute(linking.vocabulary_edges_expr(
-        ibis.memtable(df), CFG, 30.0 * 340, 340)))
+    overlap = _linked(con, df, lambda chain: linking.edges_expr(chain, CFG))
+    vocab = _linked(con, df, lambda chain: linking.vocabulary_edges_expr(
+        chain, CFG, 30.0 * 340, 340))
     assert overlap.empty
     inside = vocab[vocab["src"].isin(group) & vocab["dst"].isin(group)]
     assert len(set(inside["src"]) | set(inside["dst"])) >= 30
@@ -433,7 +445,7 @@ def test_vocabulary_links_a_group_sharing_families_beyond_chance(
     chance = vocab[vocab["src"].isin(others) | vocab["dst"].isin(others)]
     assert len(chance) <= 5
     assert pd.concat([chance["src"], chance["dst"]]).value_counts().max() <= 1
-    assert all(k == ["vocabulary"] for k in vocab["kinds"])
+    assert (vocab["kinds"] == linking.kind_bit("vocabulary")).all()
 
 
 def test_merge_groups_joins_pieces_of_one_operator_only() -> None:
@@ -476,7 +488,8 @@ def _two_cliques() -> pd.DataFrame:
     right = [f"r{i}" for i in range(6)]
     pairs = [(a, b, 3.0) for grp in (left, right) for i, a in enumerate(grp) for b in grp[i + 1:]]
     pairs.append(("l0", "r0", 0.6))
-    return pd.DataFrame(pairs, columns=["src", "dst", "weight"]).assign(kinds=[["ip"]] * len(pairs))
+    return pd.DataFrame(pairs, columns=["src", "dst", "weight"]).assign(
+        kinds=linking.kind_bit("ip"))
 
 
 def test_cluster_is_deterministic_and_splits_cliques() -> None:
@@ -494,7 +507,7 @@ def test_cluster_is_deterministic_and_splits_cliques() -> None:
 def test_components_split_unlinked_core_members() -> None:
     core = pd.DataFrame({"account_id": ["a", "b", "c", "d", "e"], "cluster": [0, 0, 0, 0, 1]})
     edges = pd.DataFrame({"src": ["a", "c", "d"], "dst": ["b", "d", "e"],
-                          "weight": 1.0, "kinds": [["ip"]] * 3})
+                          "weight": 1.0, "kinds": linking.kind_bit("ip")})
     got = linking.components(core, edges, min_size=2)
     groups = got.groupby("cluster")["account_id"].apply(sorted).tolist()
     assert groups == [["a", "b"], ["c", "d"]]  # d-e crosses clusters; e alone is dropped
@@ -553,12 +566,14 @@ def test_content_coordination_supports_only_extraction_behaviour() -> None:
     assert extraction >= threshold and infra_tools >= threshold
 
 
-def _attach_fixture() -> tuple[detect.DuckDBSession, pd.DataFrame, detect._FactContext,
+def _attach_fixture(behaviour: str = "extraction_share", link: str = "ip"
+                    ) -> tuple[detect.DuckDBSession, pd.DataFrame, detect._FactContext,
                                pd.DataFrame]:
     """A campaign of 10 accounts filling families f0-f29; 600 ordinary accounts on public
-    families; candidates that use the campaign's families: `heavy` (linked to two members,
-    extracting), `harness` (same content and behaviour, no links), `bystander` (linked,
-    not extracting), `bulk` (linked, extracting, far above ordinary volume)."""
+    families; candidates that use the campaign's families: `heavy` (linked to two members
+    by `link`, showing `behaviour`), `harness` (same content and behaviour, no links),
+    `bystander` (linked, not showing it), `bulk` (linked, showing it, far above ordinary
+    volume)."""
     rng = np.random.default_rng(3)
     members = [f"m{i}" for i in range(10)]
     ordinary = [f"u{i:03d}" for i in range(600)]
@@ -571,13 +586,13 @@ def _attach_fixture() -> tuple[detect.DuckDBSession, pd.DataFrame, detect._FactC
     ids = members + ordinary + ["heavy", "harness", "bystander", "bulk"]
     extracting = set(members) | {"heavy", "harness", "bulk"}
     feats = pd.DataFrame({"account_id": ids, "n_exchanges": 300,
-                          "extraction_share": [0.3 if a in extracting else 0.0 for a in ids],
+                          behaviour: [0.3 if a in extracting else 0.0 for a in ids],
                           "exchanges_per_active_day": [500.0 if a == "bulk" else 10.0
                                                        for a in ids]})
     linked = [(a, b) for i, a in enumerate(members) for b in members[i + 1:]]
     linked += [(c, m) for c in ("heavy", "bystander", "bulk") for m in members[:2]]
     edges = pd.DataFrame(linked, columns=["src", "dst"]).assign(weight=1.0,
-                                                                kinds=[["ip"]] * len(linked))
+                                                                kinds=linking.kind_bit(link))
     session = detect.DuckDBSession(duckdb.connect())
     session.register("fam", fam)
     detect._family_users(session)
@@ -596,6 +611,19 @@ def test_attach_adds_linked_accounts_filling_a_campaigns_families() -> None:
     assert added == {"heavy"}
     assert acct_rows.at["heavy", "flagged"] and not acct_rows.at["harness", "flagged"]
     assert (got.loc[got["account_id"] == "heavy", "cluster"] == 0).all()
+
+
+def test_attach_by_content_links_alone_needs_extraction() -> None:
+    """Linked to the campaign only by shared phrasings, an account's unusual thinking
+    habit does not attach it (the users of one tool share both); through a shared
+    network it does, and extraction does through either."""
+    def added(behaviour: str, link: str) -> set[str]:
+        session, groups, ctx, acct_rows = _attach_fixture(behaviour, link)
+        got = detect._attach(session, groups, ctx, CFG, acct_rows, allowlisted=set())
+        return set(got["account_id"]) - set(groups["account_id"])
+    assert added("thinking_share", "family") == set()
+    assert added("thinking_share", "ip") == {"heavy"}
+    assert added("extraction_share", "family") == {"heavy"}
 
 
 def test_weakly_linked_members_must_show_the_behaviour_themselves() -> None:
@@ -634,6 +662,25 @@ def test_proxy_rotation_picks_members_only_with_another_behaviour() -> None:
     assert detect._member_strength(m, facts, ev, CFG["campaigns"]) == [1.0, 1.0, 0.0, 0.0]
 
 
+def test_members_tied_by_content_alone_show_only_extraction() -> None:
+    """A solo developer pulled into a campaign by shared phrasings alone thinks a lot as
+    all its peers do: that is not the campaign's behaviour for it. The same habit with a
+    shared card, or extraction prompts with shared phrasings only, is."""
+    m = pd.DataFrame({"account_id": ["card", "phrasing", "extracting"], "n_exchanges": 400,
+                      "extraction_share": [0.0, 0.0, 0.3],
+                      "thinking_share": [0.6, 0.6, 0.0]})
+    facts = campaigns.ClusterFacts(
+        cluster=0, members=m, family_share=0.0,
+        member_family_share=pd.Series(0.0, index=m["account_id"]),
+        synchrony=timing.Synchrony(0, 0, 0, 0), infra_kinds={"payment": 1},
+        vocabulary_pairs=2, pivot=None, benign_volume_p99=80.0,
+        anomalies={"extraction_share": 0.4, "thinking_share": 0.6},
+        thresholds={"extraction_share": 0.05, "thinking_share": 0.2},
+        infra_linked=frozenset({"card"}))
+    ev = _ev(unusual_extraction_share=1.0, unusual_thinking_share=1.0)
+    assert detect._member_strength(m, facts, ev, CFG["campaigns"]) == [1.0, 0.0, 1.0]
+
+
 def test_shared_families_are_the_clusters_own_not_public_ones() -> None:
     """A family every account uses (a public benchmark prompt, a stock phrasing) is not
     the cluster's template even when all its members use it."""
@@ -647,3 +694,14 @@ def test_shared_families_are_the_clusters_own_not_public_ones() -> None:
                                               "csize": 5}))
     member, cluster = detect._family_facts(session, 105, CFG)
     assert member.tolist() == [0.5] * 5 and cluster[0] == pytest.approx(0.5)
+
+
+def test_combined_edges_add_weights_and_merge_kinds() -> None:
+    a = pd.DataFrame({"src": ["a", "b"], "dst": ["b", "c"], "weight": [1.0, 0.5],
+                      "kinds": [linking.kind_bit("ip"), linking.kind_bit("payment")]})
+    b = pd.DataFrame({"src": ["a"], "dst": ["b"], "weight": [0.25],
+                      "kinds": [linking.kind_bit("vocabulary")]})
+    both = linking.combine_edges(a, b)
+    assert both["weight"].tolist() == [1.25, 0.5]
+    assert linking.kind_lists(both["kinds"]).to_pylist() == [["ip", "vocabulary"], ["payment"]]
+    assert linking.has_kind(both["kinds"], "vocabulary").tolist() == [True, False]

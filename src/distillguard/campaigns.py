@@ -124,6 +124,9 @@ class ClusterFacts:
     benign_volume_p99: float
     anomalies: dict[str, float] = field(default_factory=dict)
     thresholds: dict[str, float] = field(default_factory=dict)
+    # Members with a shared-infrastructure link to another member (the others are tied to
+    # the cluster by content alone).
+    infra_linked: frozenset[str] = frozenset()
 
 
 def _weighted(members: pd.DataFrame, col: str) -> float:
@@ -181,7 +184,7 @@ def evidence(f: ClusterFacts, cfg: dict[str, Any]) -> list[Evidence]:
     out.append(Evidence(
         "shared_infrastructure", float(infra_pairs),
         "member links through " + (", ".join(f"{k} ({v})" for k, v in sorted(
-            f.infra_kinds.items(), key=lambda kv: -kv[1])) or "no shared infrastructure"),
+            f.infra_kinds.items(), key=lambda kv: (-kv[1], kv[0]))) or "no shared infrastructure"),
         min(1.0, infra_pairs / max(1.0, n - 1))))
     if f.vocabulary_pairs:
         out.append(Evidence(

@@ -101,15 +101,11 @@ def _family_facts(session: DuckDBSession, n_accounts: int, cfg: dict[str, Any]
     return member, cluster
 
 
-def _synchrony_inputs(session: DuckDBSession, members: pd.DataFrame
-                      ) -> tuple[pd.DataFrame, pd.Series]:
+def _member_buckets(session: DuckDBSession) -> pd.DataFrame:
+    """(cluster, bucket, k): members of each registered group active in each time bucket."""
     xs = session.table("xs")
-    mem = session.table("members")
-    j = xs.join(mem, "account_id")
-    mb = session.pandas(j.group_by(["cluster", "bucket"]).aggregate(k=j.account_id.nunique()))
-    prof = session.pandas(xs.group_by("bucket").aggregate(g=xs.account_id.nunique()))
-    profile = prof.set_index("bucket")["g"].sort_index()
-    return mb, profile
+    j = xs.join(session.table("members"), "account_id")
+    return session.pandas(j.group_by(["cluster", "bucket"]).aggregate(k=j.account_id.nunique()))
 
 
 def _pivots(session: DuckDBSession, members: pd.DataFrame, releases: pd.DataFrame
@@ -176,8 +172,18 @@ class _FactContext:
             self._cache[key] = cmp.reference_thresholds(self.feats, w, self.quantile)
         return self._cache[key]
 
+    def bucket_profile(self, session: DuckDBSession) -> pd.Series:
+        """Accounts active per time bucket over all accounts, the synchrony null model's
+        activity profile: one scan of the exchanges per run, not per measurement."""
+        if self._profile is None:
+            xs = session.table("xs")
+            prof = session.pandas(xs.group_by("bucket").aggregate(g=xs.account_id.nunique()))
+            self._profile = prof.set_index("bucket")["g"].sort_index()
+        return self._profile
+
     def __post_init__(self) -> None:
         self._cache: dict[tuple[bool, tuple[str, ...]], dict[str, float]] = {}
+        self._profile: pd.Series | None = None
 
 
 def _gather_facts(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContext,
@@ -192,30 +198,34 @@ def _gather_facts(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContex
         member_fam, cluster_fam = _family_facts(session, len(ctx.feats), cfg)
     else:
         member_fam, cluster_fam = pd.Series(dtype=float), pd.Series(dtype=float)
-    mb, profile = _synchrony_inputs(session, members)
+    mb, profile = _member_buckets(session), ctx.bucket_profile(session)
     pivots = _pivots(session, members, ctx.releases)
     of = members.set_index("account_id")["cluster"]
     inside = linking.within_clusters(ctx.edges, of)
-    kind_pairs = inside.assign(cluster=inside["src"].map(of)).explode("kinds") \
-        .groupby(["cluster", "kinds"]).size()
+    kind_pairs = pd.DataFrame({k: linking.has_kind(inside["kinds"], k)
+                               for k in linking.EDGE_KINDS}).groupby(
+        inside["src"].map(of).to_numpy()).sum()
+    mb_of = dict(tuple(mb.groupby("cluster", sort=False)))
+    infra = inside[linking.has_kind(inside["kinds"], *linking.INFRA_KINDS)]
+    infra_ids = set(infra["src"]) | set(infra["dst"])
     out: dict[int, cmp.ClusterFacts] = {}
     for cl, grp in members.groupby("cluster", sort=True):
         ids = sorted(grp["account_id"])
         m = ctx.feats.loc[ids].reset_index()
         thresholds = ctx.thresholds(ids)
-        kinds = kind_pairs.loc[cl].to_dict() if cl in kind_pairs.index.get_level_values(0) \
-            else {}
+        kinds = {k: int(v) for k, v in kind_pairs.loc[cl].items() if v} \
+            if cl in kind_pairs.index else {}
         out[int(cl)] = cmp.ClusterFacts(
             cluster=int(cl), members=m,
             family_share=float(cluster_fam.get(cl, 0.0)),
             member_family_share=member_fam.reindex(ids).fillna(0.0),
-            synchrony=synchrony(mb[mb["cluster"] == cl],
+            synchrony=synchrony(mb_of.get(cl, mb.iloc[:0]),
                                 m.set_index("account_id")["active_buckets"], profile),
-            infra_kinds={k: int(v) for k, v in kinds.items() if k in linking.INFRA_KINDS},
-            vocabulary_pairs=int(kinds.get("vocabulary", 0)),
+            infra_kinds={k: v for k, v in kinds.items() if k in linking.INFRA_KINDS},
+            vocabulary_pairs=kinds.get("vocabulary", 0),
             pivot=pivots.get(int(cl)), benign_volume_p99=ctx.benign_p99,
             anomalies=cmp.anomaly(m, thresholds, int(cfg["campaigns"]["min_accounts"])),
-            thresholds=thresholds)
+            thresholds=thresholds, infra_linked=frozenset(infra_ids.intersection(ids)))
     return out
 
 
@@ -253,13 +263,14 @@ def run(session: DuckDBSession, ingest: IngestReport, cfg: dict[str, Any],
     families = session.table("fam") if "prompt" in present else None
     keys = linking.account_keys(xs, accounts_tbl, families, present, account_cols, cfg)
     acct = feats[["account_id", "n_exchanges"]].assign(
-        allowlisted=feats["account_id"].isin(allowlisted))
-    shared = session.materialize("shared", linking.with_shares(
+        allowlisted=feats["account_id"].isin(allowlisted), aid=np.arange(n_accounts))
+    shared = session.materialize("shared", linking.chain_order(linking.with_shares(
         linking.rare_keys(keys, n_accounts, cfg), session.register("acct_volume", acct),
-        n_accounts, text.band_count(cfg)))
-    edges = linking.collect_edges(session.pandas(linking.edges_expr(shared, cfg)))
+        n_accounts, text.band_count(cfg))))
+    edges = linking.collect_edges(session.pandas(linking.edges_expr(shared, cfg)),
+                                  feats["account_id"])
     vocab = linking.collect_edges(session.pandas(linking.vocabulary_edges_expr(
-        shared, cfg, float(feats["n_exchanges"].sum()), n_accounts))) \
+        shared, cfg, float(feats["n_exchanges"].sum()), n_accounts)), feats["account_id"]) \
         if "prompt" in present else None
     membership = linking.cluster(edges, cfg)
     plan.computed.append("linking")
@@ -357,8 +368,9 @@ def _campaign_pass(session: DuckDBSession, membership: pd.DataFrame, ctx: _FactC
     cores = []
     for facts, ev, sc in scored(clusters):
         strength = _member_strength(facts.members, facts, ev, c, confirm=link_kind is not None)
-        for aid, st in zip(facts.members["account_id"], strength, strict=True):
-            acct_rows.at[aid, "score"] = max(acct_rows.at[aid, "score"], round(sc * st, 6))
+        ids = facts.members["account_id"].to_numpy()
+        acct_rows.loc[ids, "score"] = np.maximum(acct_rows.loc[ids, "score"].to_numpy(),
+                                                 np.round(sc * np.asarray(strength), 6))
         if sc >= c["score_threshold"]:
             cores += [(facts.cluster, a) for a, st in zip(facts.members["account_id"], strength,
                                                           strict=True)
@@ -385,7 +397,7 @@ def _can_stand_out(ctx: _FactContext, ids: list[str], behaviours: tuple[str, ...
 
 def _linked_by(membership: pd.DataFrame, edges: pd.DataFrame, kind: str) -> set[str]:
     """Accounts with a link of `kind` to another member of their own cluster."""
-    e = linking.within_clusters(edges[edges["kinds"].map(lambda ks: kind in ks)],
+    e = linking.within_clusters(edges[linking.has_kind(edges["kinds"], kind)],
                                 membership.set_index("account_id")["cluster"])
     return set(e["src"]) | set(e["dst"])
 
@@ -409,7 +421,8 @@ def _attach(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContext,
     does), so the account must also be linked to at least `attach_min_links` members,
     exceed the group's reference at `member_z` on one of its unusual behaviours, and stay
     inside the ordinary per-account volume range as hydra heads do (a harness running
-    far above it is not hiding among the campaign's accounts)."""
+    far above it is not hiding among the campaign's accounts). As for members, an account
+    linked to the group by content alone qualifies only on `content_behaviours`."""
     c = cfg["campaigns"]
     if groups.empty:
         return groups
@@ -453,8 +466,10 @@ def _attach(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContext,
         cands = ctx.feats.loc[rows["account_id"]].reset_index()
         ok = np.zeros(len(cands), dtype=bool)
         inside = cands["exchanges_per_active_day"].to_numpy(float) <= ctx.benign_p99
+        infra = rows.set_index("account_id").loc[cands["account_id"], "infra"].to_numpy() > 0
         for d in strong:
-            ok |= cmp.above(cands, thresholds, d, c["member_z"])
+            hit = cmp.above(cands, thresholds, d, c["member_z"])
+            ok |= hit if d in c["content_behaviours"] else hit & infra
         added += [(a, cl) for a in cands.loc[ok & inside, "account_id"]]
     new = pd.DataFrame(added, columns=["account_id", "cluster"])
     acct_rows.loc[new["account_id"], "flagged"] = True
@@ -463,15 +478,19 @@ def _attach(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContext,
 
 def _links_into(edges: pd.DataFrame, groups: pd.DataFrame, accounts: set[str]
                 ) -> pd.DataFrame:
-    """(account_id, cluster, linked): how many members of each group these accounts have
-    a link of any kind to."""
+    """(account_id, cluster, linked, infra): how many members of each group these accounts
+    have a link of any kind to, and a shared-infrastructure link to."""
     e = edges[edges["src"].isin(accounts) | edges["dst"].isin(accounts)]
-    both = pd.concat([e[["src", "dst"]].set_axis(["account_id", "other"], axis=1),
-                      e[["dst", "src"]].set_axis(["account_id", "other"], axis=1)])
+    e = e.assign(infra=linking.has_kind(e["kinds"], *linking.INFRA_KINDS))
+    both = pd.concat([e[["src", "dst", "infra"]].set_axis(["account_id", "other", "infra"],
+                                                          axis=1),
+                      e[["dst", "src", "infra"]].set_axis(["account_id", "other", "infra"],
+                                                          axis=1)])
     both = both[both["account_id"].isin(accounts)]
     both["cluster"] = both["other"].map(groups.set_index("account_id")["cluster"])
     both = both.dropna(subset=["cluster"]).astype({"cluster": groups["cluster"].dtype})
-    return both.groupby(["account_id", "cluster"]).size().rename("linked").reset_index()
+    return both.groupby(["account_id", "cluster"]).agg(
+        linked=("other", "size"), infra=("infra", "sum")).reset_index()
 
 
 def _final_groups(accepted: list[tuple[list[str], float]], ctx: _FactContext,
@@ -529,20 +548,26 @@ def _member_strength(m: pd.DataFrame, facts: cmp.ClusterFacts, ev: list[cmp.Evid
     shows a behaviour when it exceeds the reference at `member_z`, or, when it also
     exceeds it on a supporting behaviour (proxy rotation), at its point estimate: two
     indications together. Rotation alone picks no member (a reseller's customers arrive
-    through the same rotating networks as its distiller). With `confirm` (clusters held
-    together by weak links only), filling the cluster's templates is not enough either:
-    the families a thin cluster shares include the ordinary phrasings its bystanders use.
+    through the same rotating networks as its distiller). A member tied to the others by
+    content alone (no shared infrastructure) shows only the behaviours content
+    coordination can support (`content_behaviours`), as for a whole campaign: the users
+    of one kind of tool share its phrasings and its tool and thinking habits. With
+    `confirm` (clusters held together by weak links only), filling the cluster's
+    templates is not enough either: the families a thin cluster shares include the
+    ordinary phrasings its bystanders use.
     """
     strong = {e.name[len("unusual_"):] for e in ev
               if e.strength > 0 and e.name.startswith("unusual_")} & set(facts.thresholds)
     supporting = strong & set(c["supporting_behaviours"])
+    content_only = ~m["account_id"].isin(facts.infra_linked).to_numpy()
     shows = np.zeros(len(m), dtype=bool)
     rotates = np.zeros(len(m), dtype=bool)
     for dim in supporting:
         rotates |= cmp.above(m, facts.thresholds, dim, c["member_z"])
     for dim in strong - supporting:
-        shows |= cmp.above(m, facts.thresholds, dim, c["member_z"])
-        shows |= rotates & cmp.above(m, facts.thresholds, dim, 0.0)
+        hit = cmp.above(m, facts.thresholds, dim, c["member_z"]) \
+            | (rotates & cmp.above(m, facts.thresholds, dim, 0.0))
+        shows |= hit if dim in c["content_behaviours"] else hit & ~content_only
     fam = facts.member_family_share.to_numpy(dtype=float)
     ref_fam = float(np.median(fam)) if len(fam) else 0.0
     if ref_fam <= c["family_floor"]:

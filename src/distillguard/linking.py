@@ -21,6 +21,7 @@ import igraph as ig
 import leidenalg
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from distillguard.engine.portable import stable_hash
 
@@ -31,6 +32,28 @@ INFRA_KINDS = ("ip", "ip_prefix", "asn_day", "payment", "email_domain", "signup_
 CONTENT_KINDS = ("template", "family", "system_template")
 # Keys that are attributes of the account (one value each), not of its traffic.
 ACCOUNT_KINDS = ("payment", "email_domain", "signup_ip", "signup_burst", "org")
+# Every kind an edge can carry. An edge's kinds are a bit mask over this tuple (an
+# integer per edge: millions of edges at provider scale, where a list of names per edge
+# cost the driver hundreds of megabytes); `kind_bit` and `kind_lists` convert.
+EDGE_KINDS = INFRA_KINDS + CONTENT_KINDS + ("vocabulary",)
+
+
+def kind_bit(kind: str) -> int:
+    """The bit of one edge kind in an edge's `kinds` mask."""
+    return 1 << EDGE_KINDS.index(kind)
+
+
+def has_kind(masks: pd.Series, *kinds: str) -> np.ndarray:
+    """Which edges (their `kinds` masks) carry any of these kinds."""
+    return (masks.to_numpy(dtype="int64") & sum(kind_bit(k) for k in kinds)) > 0
+
+
+def kind_lists(masks: pd.Series) -> pa.Array:
+    """The kinds of each edge as a sorted list of names (for the run directory), built
+    once per distinct mask."""
+    uniq, inverse = np.unique(masks.to_numpy(dtype="int64"), return_inverse=True)
+    names = [sorted(k for k in EDGE_KINDS if m & kind_bit(k)) for m in uniq.tolist()]
+    return pa.array(names, type=pa.list_(pa.string())).take(pa.array(inverse))
 
 
 def _keys(x: ir.Table, kind: str, key: ir.Value) -> ir.Table:
@@ -42,7 +65,8 @@ def _keys(x: ir.Table, kind: str, key: ir.Value) -> ir.Table:
 
 def account_keys(x: ir.Table, accounts: ir.Table | None, families: ir.Table | None,
                  present: set[str], account_cols: set[str], cfg: dict[str, Any]) -> ir.Table:
-    """(account_id, kind, key, cnt) rows for every linking key the input supports.
+    """(account_id, kind, key, cnt) rows for every linking key the input supports, one
+    per account and key.
 
     `families` is the per-account template-family count table (account_id, band, cnt)
     the pipeline materialises once and also uses for campaign evidence."""
@@ -95,8 +119,8 @@ def rare_keys(keys: ir.Table, n_accounts: int, cfg: dict[str, Any]) -> ir.Table:
     lk = cfg["linking"]
     cap = fanout_cap(cfg, n_accounts)
     content_cap = max(cap, int(lk["max_content_key_fanout_share"] * n_accounts))
-    sizes = keys.group_by(["kind", "key"]).aggregate(n=keys.account_id.nunique(),
-                                                     uses=keys.cnt.sum())
+    # `keys` has one row per (account, kind, key): a count is the number of accounts.
+    sizes = keys.group_by(["kind", "key"]).aggregate(n=keys.count(), uses=keys.cnt.sum())
     limit = ibis.cases((sizes.kind.isin(CONTENT_KINDS), content_cap), else_=cap)
     sizes = sizes.filter((sizes.n >= 2) & (sizes.n <= limit))
     return keys.join(sizes, ["kind", "key"]).select("account_id", "kind", "key", "cnt", "n",
@@ -107,9 +131,9 @@ def with_shares(rare: ir.Table, accounts: ir.Table, n_accounts: int, family_slot
                 ) -> ir.Table:
     """Rare keys of accounts that sent traffic and are not allowlisted, with
     `share` (the fraction of the account's traffic, or template-family slots, carrying the
-    key; 1 for account attributes), `idf` = log(N / n) / log(N), and the account's
+    key; 1 for account attributes), `idf` = log(N / n) / log(N), the account's
     exchanges (`volume`) and the key's uses by all accounts (`uses`) for the vocabulary
-    null model."""
+    null model, and the account's integer id `aid` (from `accounts`)."""
     j = rare.join(accounts.filter(~accounts.allowlisted), "account_id")
     n_ex = j.n_exchanges.cast("float64")
     share = ibis.cases(
@@ -118,29 +142,39 @@ def with_shares(rare: ir.Table, accounts: ir.Table, n_accounts: int, family_slot
         else_=j.cnt.cast("float64") / n_ex)
     log_n = float(np.log(max(n_accounts, 3)))
     idf = (ibis.literal(float(n_accounts)) / j.n.cast("float64")).ln() / log_n
-    return j.select("account_id", "kind", "key", "n", "uses", share=share, idf=idf,
+    return j.select("account_id", "aid", "kind", "key", "n", "uses", share=share, idf=idf,
                     volume=j.n_exchanges)
 
 
+def chain_order(shared: ir.Table) -> ir.Table:
+    """`shared` with each key's accounts in a seeded random order (`pos`), an integer key
+    id and the kind's bit, for the chain pairs of every kind. Materialise it once: the
+    order is one sort of all rare-key rows, and the pair joins then match integers."""
+    key_id = stable_hash(shared.kind + "|" + shared.key)
+    order = stable_hash(shared.account_id + "|" + shared.key)
+    pos = ibis.row_number().over(ibis.window(group_by=[key_id], order_by=[order,
+                                                                         shared.account_id]))
+    bit = ibis.cases(*[(shared.kind == k, ibis.literal(kind_bit(k), "int64"))
+                       for k in EDGE_KINDS], else_=ibis.literal(0, "int64"))
+    return shared.mutate(key_id=key_id, pos=pos, kbit=bit)
+
+
 def _chain_pairs(s: ir.Table, c: int) -> ir.Table:
-    """Account pairs met through shared keys: each key links its accounts in a short chain
-    over a seeded random order (all pairs when the key is small), `c` neighbours each way.
-    Equi-joins on the position, so a key shared by n accounts costs O(n) rows, never
-    O(n^2). `inv_reach` is 1 / the probability that a given pair of the key's accounts is
-    sampled (Horvitz-Thompson), `raw` the pair's overlap on the key."""
-    order = stable_hash(s.account_id + "|" + s.key)
-    s = s.mutate(pos=ibis.row_number().over(
-        ibis.window(group_by=[s.kind, s.key], order_by=[order, s.account_id])))
+    """Account pairs (integer ids) met through shared keys: each key links its accounts in
+    a short chain over the seeded order of `chain_order` (all pairs when the key is
+    small), `c` neighbours each way. Equi-joins on the position, so a key shared by n
+    accounts costs O(n) rows, never O(n^2). `inv_reach` is 1 / the probability that a
+    given pair of the key's accounts is sampled (Horvitz-Thompson), `raw` the pair's
+    overlap on the key."""
     parts = []
     for d in range(1, c + 1):
         b = s.view()
-        j = s.join(b, [s.kind == b.kind, s.key == b.key, b.pos == s.pos + d])
+        j = s.join(b, [s.key_id == b.key_id, b.pos == s.pos + d])
         n = s.n.cast("float64")
         reach = ibis.cases((s.n > c + 1, (2 * c * n - c * (c + 1)) / (n * (n - 1))),
                            else_=ibis.literal(1.0))
-        parts.append(j.select(src=ibis.least(s.account_id, b.account_id),
-                              dst=ibis.greatest(s.account_id, b.account_id),
-                              kind=s.kind, raw=s.idf * ibis.least(s.share, b.share),
+        parts.append(j.select(src=ibis.least(s.aid, b.aid), dst=ibis.greatest(s.aid, b.aid),
+                              kbit=s.kbit, raw=s.idf * ibis.least(s.share, b.share),
                               inv_reach=1.0 / reach))
     return parts[0].union(*parts[1:], distinct=False) if len(parts) > 1 else parts[0]
 
@@ -160,13 +194,12 @@ def _vocabulary(pairs: ir.Table, shared: ir.Table, total_exchanges: float,
     `vocabulary_min_lift` * E get nothing. Single pairs stay weak evidence; a dense group
     of them is what clustering picks up and campaign scoring then tests."""
     fam = shared.filter(shared.kind == "family")
-    acct = fam.group_by("account_id").aggregate(mass=fam.uses.sum().cast("float64"),
-                                                vol=fam.volume.max().cast("float64"))
-    fp = pairs.filter(pairs.kind == "family")
-    fp = fp.group_by(["src", "dst"]).aggregate(ht=fp.inv_reach.sum(), hits=fp.count())
+    acct = fam.group_by("aid").aggregate(mass=fam.uses.sum().cast("float64"),
+                                         vol=fam.volume.max().cast("float64"))
+    fp = pairs.group_by(["src", "dst"]).aggregate(ht=pairs.inv_reach.sum(), hits=pairs.count())
     fp = fp.select("src", "dst", obs=ibis.cases((fp.hits >= 2, fp.ht), else_=1.0))
     a, b = acct.view(), acct.view()
-    j = fp.join(a, fp.src == a.account_id).join(b, fp.dst == b.account_id)
+    j = fp.join(a, fp.src == a.aid).join(b, fp.dst == b.aid)
     expected = (j.vol_right * j.mass + j.vol * j.mass_right) / (2.0 * total_exchanges)
     j = j.select("src", "dst", "obs", expected=ibis.greatest(expected, 1e-9))
     llr = j.obs * (j.obs / j.expected).ln() - j.obs + j.expected
@@ -174,18 +207,21 @@ def _vocabulary(pairs: ir.Table, shared: ir.Table, total_exchanges: float,
         1 - (-llr / float(lk["vocabulary_llr_scale"])).exp())
     j = j.filter((j.obs >= float(lk["vocabulary_min_lift"]) * j.expected)
                  & (j.obs >= float(lk["vocabulary_min_shared"])))
-    return j.select("src", "dst", kind=ibis.literal("vocabulary"), w=w)
+    return j.select("src", "dst", kbit=ibis.literal(kind_bit("vocabulary"), "int64"), w=w)
 
 
 def _edge_table(per: ir.Table, lk: dict[str, Any]) -> ir.Table:
-    """(src, dst, weight, kinds) from per-kind pair weights (src, dst, kind, w)."""
+    """(src, dst, weight, kinds) from per-kind pair weights (src, dst, kbit, w) of integer
+    account ids, one row per pair and kind; `kinds` is the bit mask of the pair's kinds
+    (`kind_bit`): distinct bits, so their sum (Spark's Ibis compiler has no bit_or)."""
     per = per.filter(per.w >= float(lk["min_kind_weight"]))
-    edges = per.group_by(["src", "dst"]).aggregate(weight=per.w.sum(), kinds=per.kind.collect())
-    return edges.filter(edges.weight >= float(lk["min_edge_weight"])).order_by(["src", "dst"])
+    edges = per.group_by(["src", "dst"]).aggregate(weight=per.w.sum(), kinds=per.kbit.sum())
+    return edges.filter(edges.weight >= float(lk["min_edge_weight"]))
 
 
-def edges_expr(shared: ir.Table, cfg: dict[str, Any]) -> ir.Table:
-    """Weighted account pairs from shared rare keys, computed in the engine.
+def edges_expr(chain: ir.Table, cfg: dict[str, Any]) -> ir.Table:
+    """Weighted account pairs from shared rare keys (`chain_order` rows), computed in the
+    engine.
 
     Two accounts are similar on a kind of key when the same rare keys dominate both:
     sim = sum over shared keys of idf * min(share_a, share_b), a weighted overlap in
@@ -198,49 +234,50 @@ def edges_expr(shared: ir.Table, cfg: dict[str, Any]) -> ir.Table:
     """
     lk = cfg["linking"]
     weights = {k: float(v) for k, v in lk["kind_weights"].items() if k != "vocabulary"}
-    pairs = _chain_pairs(shared.filter(shared.kind.isin(list(weights))),
+    pairs = _chain_pairs(chain.filter(chain.kind.isin(list(weights))),
                          int(lk["chain_neighbours"]))
-    per = pairs.group_by(["src", "dst", "kind"]).aggregate(
+    per = pairs.group_by(["src", "dst", "kbit"]).aggregate(
         raw=pairs.raw.sum(), ht=(pairs.raw * pairs.inv_reach).sum(), hits=pairs.count())
     sim = ibis.cases((per.hits >= 2, per.ht), else_=per.raw)
-    w_kind = ibis.cases(*[(per.kind == k, ibis.literal(v)) for k, v in weights.items()],
+    w_kind = ibis.cases(*[(per.kbit == kind_bit(k), ibis.literal(v)) for k, v in weights.items()],
                         else_=ibis.literal(0.0))
     return _edge_table(per.select(
-        "src", "dst", "kind", w=w_kind * (1 - (-3.0 * ibis.least(sim, 1.0)).exp())), lk)
+        "src", "dst", "kbit", w=w_kind * (1 - (-3.0 * ibis.least(sim, 1.0)).exp())), lk)
 
 
-def vocabulary_edges_expr(shared: ir.Table, cfg: dict[str, Any], total_exchanges: float,
+def vocabulary_edges_expr(chain: ir.Table, cfg: dict[str, Any], total_exchanges: float,
                           n_accounts: int) -> ir.Table:
     """Account pairs that share template families beyond independent use (see
-    `_vocabulary`), as an edge table; `total_exchanges` is all accounts' exchanges.
+    `_vocabulary`), as an edge table; `chain` holds `chain_order` rows, `total_exchanges`
+    is all accounts' exchanges.
 
     Only families within the ordinary fan-out cap count: on very popular families, users
     of the same kind of tool share phrasings (homophily), and the Poisson test, strong on
     large counts, would read that as coordination. An operator's own templates, however
     popular, still link its accounts through the overlap weight."""
     lk = cfg["linking"]
-    fam = shared.filter((shared.kind == "family") & (shared.n <= fanout_cap(cfg, n_accounts)))
+    fam = chain.filter((chain.kind == "family") & (chain.n <= fanout_cap(cfg, n_accounts)))
     pairs = _chain_pairs(fam, int(lk["chain_neighbours"]))
     return _edge_table(_vocabulary(pairs, fam, total_exchanges, lk), lk)
 
 
-def collect_edges(df: pd.DataFrame) -> pd.DataFrame:
-    """Edges fetched from the engine, in a deterministic form (sorted kinds)."""
-    if df.empty:
-        return pd.DataFrame({"src": pd.Series(dtype=str), "dst": pd.Series(dtype=str),
-                             "weight": pd.Series(dtype=float), "kinds": pd.Series(dtype=object)})
-    df = df.reset_index(drop=True)
-    df["kinds"] = [sorted(k) for k in df["kinds"]]
-    return df[["src", "dst", "weight", "kinds"]]
+def collect_edges(df: pd.DataFrame, names: pd.Series) -> pd.DataFrame:
+    """Edges fetched from the engine, with the integer account ids replaced by the names
+    they index (`names`: account_id by aid, in sorted order), ordered by (src, dst)."""
+    src, dst = df["src"].to_numpy(dtype="int64"), df["dst"].to_numpy(dtype="int64")
+    order = np.lexsort((dst, src))  # ids follow the names' order
+    ids = names.to_numpy()
+    return pd.DataFrame({"src": pd.Series(ids[src[order]], dtype=str),
+                         "dst": pd.Series(ids[dst[order]], dtype=str),
+                         "weight": df["weight"].to_numpy(dtype=float)[order],
+                         "kinds": df["kinds"].to_numpy(dtype="int64")[order]})
 
 
 def combine_edges(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
     """Two edge tables as one: weights of a pair in both are added, kinds merged."""
     m = a.merge(b, on=["src", "dst"], how="outer", suffixes=("_a", "_b"), sort=True)
     weight = m["weight_a"].fillna(0.0) + m["weight_b"].fillna(0.0)
-    kinds = [sorted(set(x if isinstance(x, list | np.ndarray) else ())
-                    | set(y if isinstance(y, list | np.ndarray) else ()))
-             for x, y in zip(m["kinds_a"], m["kinds_b"], strict=True)]
+    kinds = m["kinds_a"].fillna(0).astype("int64") | m["kinds_b"].fillna(0).astype("int64")
     return pd.DataFrame({"src": m["src"], "dst": m["dst"], "weight": weight, "kinds": kinds})
 
 

@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distillguard import __version__, config
+from distillguard import __version__, config, linking
 from distillguard import campaigns as cmp
 from distillguard.contract import INDICATOR_KEYS
 from distillguard.detect import Detection
@@ -143,12 +143,15 @@ def write(out: Path, det: Detection, ingest: IngestReport, inputs: dict[str, lis
                                                    indent=2, default=str) + "\n")
     paths["campaigns"] = out / "campaigns.json"
     feats = det.features.merge(acc[["account_id", "flagged", "campaign_id"]], on="account_id")
-    for name, df in (("account_features", feats), ("edges", det.edges),
+    edges = pa.Table.from_pandas(det.edges.drop(columns="kinds"), preserve_index=False) \
+        .append_column("kinds", linking.kind_lists(det.edges["kinds"]))
+    for name, df in (("account_features", feats), ("edges", edges),
                      ("timeline", det.timeline), ("templates", det.templates),
                      ("releases", det.releases)):
         if name == "releases" and df.empty:
             continue
-        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), out / f"{name}.parquet")
+        table = df if isinstance(df, pa.Table) else pa.Table.from_pandas(df, preserve_index=False)
+        pq.write_table(table, out / f"{name}.parquet")
         paths[name] = out / f"{name}.parquet"
     ex = ingest.tables["exchanges"]
     run = {

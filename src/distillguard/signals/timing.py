@@ -38,9 +38,17 @@ def synchrony(member_buckets: pd.DataFrame, active: pd.Series, profile: pd.Serie
     k = member_buckets["k"].to_numpy(dtype=float)
     observed = float((k * (k - 1) / 2).sum())
     g = profile.to_numpy(dtype=float) / total  # share of all activity in each bucket
-    a = active.to_numpy(dtype=float)
-    p = np.minimum(1.0, np.outer(a, g))  # members x buckets
-    s1, s2 = p.sum(axis=0), (p * p).sum(axis=0)
+    # Member i is active in bucket b with p = min(1, a_i g_b). Per bucket the sums of p and
+    # p^2 over members come from the sorted a and its running sums (members with
+    # a_i g_b > 1 count 1 each), never a members x buckets matrix: at provider scale a
+    # cluster has thousands of members and a fortnight thousands of buckets.
+    a = np.sort(active.to_numpy(dtype=float))
+    run1 = np.concatenate([[0.0], np.cumsum(a)])
+    run2 = np.concatenate([[0.0], np.cumsum(a * a)])
+    with np.errstate(divide="ignore"):
+        below = np.searchsorted(a, np.where(g > 0, 1.0 / g, np.inf), side="right")
+    over = len(a) - below
+    s1, s2 = g * run1[below] + over, g * g * run2[below] + over
     expected = float(((s1 * s1 - s2) / 2).sum())
     lift = observed / expected if expected > 0 else 0.0
     z = (observed - expected) / np.sqrt(expected) if expected > 0 else 0.0
