@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from datetime import datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -268,7 +269,8 @@ def _start_niced(proc: multiprocessing.process.BaseProcess, niceness: int) -> No
 
     def start() -> None:
         try:
-            os.setpriority(os.PRIO_PROCESS, 0, niceness)  # this thread only (Linux)
+            with suppress(OSError):  # else the child lowers its own, as elsewhere
+                os.setpriority(os.PRIO_PROCESS, 0, niceness)  # this thread only (Linux)
             proc.start()
         except BaseException as exc:  # re-raised in the caller
             failure.append(exc)
