@@ -11,8 +11,9 @@ and stops the server. Nothing leaves the machine.
 Latency "service" runs from sending to the answer; "scheduled" from when the request was
 due (includes waiting for a free client slot when the server falls behind). The output
 also gives the CPU time per answered request of the server process and of this client
-(Linux) and the load average before and after: on a small shared machine the client and
-other jobs compete with the server for the same cores, so read latencies with them.
+(Linux), how long the server's threads were ready to run but waited for a core (Linux
+schedstat), and the load average before and after: on a small shared machine the client
+and other jobs compete with the server for the same cores, so read latencies with them.
 """
 
 from __future__ import annotations
@@ -66,6 +67,26 @@ def _cpu_seconds(pid: int) -> float:
     except OSError:
         return float("nan")
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _runqueue_seconds(pid: int) -> tuple[float, float]:
+    """Seconds the process's main thread, and all its threads together, spent runnable but
+    waiting for a core (Linux schedstat; NaN elsewhere): on a shared machine, the part
+    of the latency that is the cores, not the server's code."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return float("nan"), float("nan")
+    main = total = 0.0
+    for tid in tids:
+        try:
+            wait = int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[1]) / 1e9
+        except (OSError, IndexError, ValueError):
+            continue
+        total += wait
+        if tid == str(pid):
+            main = wait
+    return main, total
 
 
 def _start(db: Path, token: str, port: int, config: Path | None) -> subprocess.Popen:
@@ -192,10 +213,13 @@ def main() -> None:
         proc = _start(Path(tmp) / "state.duckdb", token, port, args.config)
         try:
             cpu0, client_cpu0 = _cpu_seconds(proc.pid), _cpu_seconds(os.getpid())
+            wait0 = _runqueue_seconds(proc.pid)
             sent, elapsed, lat, lat_sched, answered, reconnects = asyncio.run(
                 _load(args, port, token, bodies))
             cpu = _cpu_seconds(proc.pid) - cpu0
             client_cpu = _cpu_seconds(os.getpid()) - client_cpu0
+            # Threads that ended during the load (none in the server) are not counted.
+            wait = [b - a for a, b in zip(wait0, _runqueue_seconds(proc.pid), strict=True)]
             # How much linking ran beside the requests (it competes for the same cores).
             meta = httpx.get(f"http://127.0.0.1:{port}/v1/status", timeout=60, headers={
                 "Authorization": f"Bearer {token}"}).json()["meta"]
@@ -215,6 +239,10 @@ def main() -> None:
         "scheduled_p99_ms": round(ms(lat_sched, 0.99), 1),
         "server_cpu_ms_per_request": round(cpu * 1000 / max(len(answered), 1), 2),
         "client_cpu_ms_per_request": round(client_cpu * 1000 / max(len(answered), 1), 2),
+        # Share of the load's wall time the server's event-loop thread was ready to run
+        # but had no core, and the same summed over all its threads (Linux).
+        "server_main_thread_waiting_for_cpu": round(wait[0] / elapsed, 3),
+        "server_threads_waiting_for_cpu_s": round(wait[1], 2),
         "linking_runs": int(meta.get("n_links", 0)),
         "last_linking_seconds": float(meta.get("last_link_seconds", "nan")),
         "loadavg_before": [round(x, 2) for x in load_before],

@@ -4,6 +4,9 @@ decision policy, and decisions flipping once re-linking finds a simulated campai
 from __future__ import annotations
 
 import copy
+import multiprocessing
+import os
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,7 @@ from distillguard.serve.app import create_app
 from distillguard.serve.auth import load_token
 from distillguard.serve.decisions import decide, decide_batch
 from distillguard.serve.events import _check_sql, _FastPath, check_records
-from distillguard.serve.link import _store, bystanders
+from distillguard.serve.link import _niceness, _start_niced, _store, bystanders
 from distillguard.serve.replay import _records, replay
 from distillguard.serve.service import Service
 from distillguard.serve.state import State
@@ -326,6 +329,25 @@ def test_background_linking_matches_inline(scenario: Path, tmp_path: Path) -> No
     assert any(r["flagged"] for r in found["inline"])
     assert found["background"] == found["inline"]
     assert not (tmp_path / "background.duckdb.window").exists()  # window files removed
+
+
+def _exit_with_niceness() -> None:
+    """A spawned child's body: exit with the niceness it runs at."""
+    os._exit(os.getpriority(os.PRIO_PROCESS, 0))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="niceness per thread")
+def test_linking_child_starts_at_its_niceness() -> None:
+    """The detection child runs at `link_niceness` from its start (its imports included),
+    and the server's threads keep their priority."""
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    target = min(19, ours + 3)
+    proc = multiprocessing.get_context("spawn").Process(target=_exit_with_niceness)
+    _start_niced(proc, target)
+    proc.join(120)
+    assert proc.exitcode == target
+    assert os.getpriority(os.PRIO_PROCESS, 0) == ours
+    assert _niceness(_cfg()) == min(19, ours + int(_cfg()["serve"]["link_niceness"]))
 
 
 LIMIT = 40  # prompt bytes, small enough to test the size rule
