@@ -23,7 +23,7 @@ import pytest
 
 from distillguard import campaigns, config, detect, linking
 from distillguard.contract import EXCHANGES, Kind
-from distillguard.features import SignalPlan, account_features, exchange_features, with_gaps
+from distillguard.features import SignalPlan, account_features, exchange_features
 from distillguard.signals import text, timing
 from distillguard.signals.registry import ACCOUNT_SIGNALS, EXCHANGE_SIGNALS
 
@@ -87,7 +87,7 @@ def test_signals_without_their_columns_are_skipped(con: ibis.BaseBackend) -> Non
     row = con.execute(x).iloc[0]
     assert pd.notna(row["cot_elicitation"]) and not row["cot_elicitation"]
     assert row["capability"] == "chat_other"
-    account_features(with_gaps(x), present, plan)
+    account_features(x, present, plan)
     assert {"extraction_cues", "template_reuse"} <= set(plan.skipped)
     assert "volume" in plan.computed
 
@@ -283,7 +283,7 @@ def account_table(con: ibis.BaseBackend) -> pd.DataFrame:
     present = {"prompt", "ip", "asn", "tool_names", "has_image", "thinking", "n_messages",
                "input_tokens", "output_tokens", "user_agent"}
     plan = SignalPlan()
-    x = with_gaps(exchange_features(t, present, CFG, plan))
+    x = exchange_features(t, present, CFG, plan)
     feats = con.execute(account_features(x, present, plan)).set_index("account_id")
     assert not plan.skipped.keys() & ACCOUNT_SIGNALS.keys()
     return feats

@@ -23,7 +23,6 @@ from distillguard.features import (
     SignalPlan,
     account_features,
     exchange_features,
-    with_gaps,
 )
 from distillguard.ingest import IngestReport
 from distillguard.signals import text
@@ -240,7 +239,7 @@ def run(session: DuckDBSession, ingest: IngestReport, cfg: dict[str, Any],
         account_cols &= present_columns(session, "accounts", tuple(account_cols)) | {"account_id"}
     progress("exchange signals")
     t = session.table("exchanges")
-    xs_expr = with_gaps(exchange_features(t, present, cfg, plan))
+    xs_expr = exchange_features(t, present, cfg, plan)
     xs = session.materialize("xs", xs_expr)
     progress("account behaviour")
     feats = session.pandas(account_features(xs, present, plan))

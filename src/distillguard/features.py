@@ -16,7 +16,7 @@ import ibis.expr.types as ir
 
 from distillguard.engine.portable import stable_hash
 from distillguard.signals import behaviour, capability, text  # noqa: F401  (registration)
-from distillguard.signals.registry import ACCOUNT_SIGNALS, EXCHANGE_SIGNALS, TEXT
+from distillguard.signals.registry import ACCOUNT_SIGNALS, EXCHANGE_SIGNALS, GAPS, TEXT
 
 # Optional contract columns whose absence some signal cares about.
 OPTIONAL_DATA_COLUMNS = ("prompt", "system_prompt", "ip", "asn", "model", "tool_names",
@@ -120,20 +120,30 @@ def _default_type(value: Any) -> str:
     return "int64"
 
 
-def with_gaps(x: ir.Table) -> ir.Table:
-    """Seconds since the account's previous exchange (for inter-arrival regularity)."""
-    w = ibis.window(group_by=x.account_id, order_by=x.ts)
-    prev = x.ts.lag().over(w)
-    return x.mutate(gap_s=(x.ts.epoch_seconds() - prev.epoch_seconds()).cast("float64"))
+def gaps(x: ir.Table) -> ir.Table:
+    """(account_id, ts, gap_s): seconds since the account's previous exchange (for
+    inter-arrival regularity), windowed over these two columns only."""
+    n = x.select("account_id", "ts")
+    prev = n.ts.lag().over(ibis.window(group_by=n.account_id, order_by=n.ts))
+    return n.mutate(gap_s=(n.ts.epoch_seconds() - prev.epoch_seconds()).cast("float64"))
 
 
 def account_features(x: ir.Table, present: set[str], plan: SignalPlan) -> ir.Table:
-    """One row per account from every registered account signal that can run."""
-    aggs: dict[str, ir.Scalar] = {}
+    """One row per account from every registered account signal that can run (signals
+    tagged GAPS aggregate the `gaps` table, the others `x`), columns in registry order."""
+    g = gaps(x)
+    aggs: dict[bool, dict[str, ir.Scalar]] = {False: {}, True: {}}
+    order: list[str] = []
     for name, sig in ACCOUNT_SIGNALS.items():
         if sig.available(present):
-            aggs.update(sig.build(x))
+            on_gaps = GAPS in sig.tags
+            built = sig.build(g if on_gaps else x)
+            aggs[on_gaps].update(built)
+            order += built
             plan.computed.append(name)
         else:
             plan.skipped[name] = "input has no " + ", ".join(sig.missing(present))
-    return x.group_by("account_id").aggregate(**aggs)
+    out = x.group_by("account_id").aggregate(**aggs[False])
+    if aggs[True]:
+        out = out.join(g.group_by("account_id").aggregate(**aggs[True]), "account_id")
+    return out.select("account_id", *order)

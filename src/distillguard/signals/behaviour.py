@@ -11,7 +11,7 @@ import ibis
 import ibis.expr.types as ir
 
 from distillguard.contract import CAPABILITIES
-from distillguard.signals.registry import account_signal
+from distillguard.signals.registry import GAPS, account_signal
 
 
 def _share(cond: ir.BooleanValue) -> ir.Scalar:
@@ -74,7 +74,7 @@ def network_spread(x: ir.Table) -> dict[str, ir.Scalar]:
 
 
 @account_signal("timing_regularity", "Inter-arrival regularity (coefficient of variation of "
-                "gaps between requests) and hour-of-day spread.")
+                "gaps between requests) and hour-of-day spread.", tags=(GAPS,))
 def timing_regularity(x: ir.Table) -> dict[str, ir.Scalar]:
     return {"gap_mean": x.gap_s.mean(), "gap_std": x.gap_s.std(),
             "n_hours_of_day": x.ts.hour().nunique(),

@@ -36,6 +36,10 @@ class Signal:
 
 EXCHANGE_SIGNALS: dict[str, Signal] = {}
 TEXT = "text"  # tag: a function of the prompt and the system prompt only
+# Tag of account signals that read the narrow (account_id, ts, gap_s) table instead of the
+# full per-exchange one: the seconds since the account's previous exchange need a window
+# sorted by account and time, which is far cheaper over two columns than over the row.
+GAPS = "gaps"
 ACCOUNT_SIGNALS: dict[str, Signal] = {}
 
 
@@ -56,15 +60,17 @@ def exchange_signal(name: str, description: str, requires: tuple[str, ...] = (),
     return deco
 
 
-def account_signal(name: str, description: str, requires: tuple[str, ...] = ()) -> Callable[
+def account_signal(name: str, description: str, requires: tuple[str, ...] = (),
+                   tags: tuple[str, ...] = ()) -> Callable[
         [Callable[[ir.Table], dict[str, ir.Scalar]]], Callable[[ir.Table], dict[str, ir.Scalar]]]:
-    """Register a per-account signal: `fn(per_exchange) -> {column: aggregation}`."""
+    """Register a per-account signal: `fn(per_exchange) -> {column: aggregation}` (tagged
+    `GAPS`: over the account_id, ts, gap_s table)."""
 
     def deco(fn: Callable[[ir.Table], dict[str, ir.Scalar]]) -> Callable[
             [ir.Table], dict[str, ir.Scalar]]:
         if name in ACCOUNT_SIGNALS:
             raise ValueError(f"account signal {name!r} registered twice")
-        ACCOUNT_SIGNALS[name] = Signal(name, description, requires, "account", fn)
+        ACCOUNT_SIGNALS[name] = Signal(name, description, requires, "account", fn, tags=tags)
         return fn
 
     return deco
