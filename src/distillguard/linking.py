@@ -149,14 +149,19 @@ def with_shares(rare: ir.Table, accounts: ir.Table, n_accounts: int, family_slot
 def chain_order(shared: ir.Table) -> ir.Table:
     """`shared` with each key's accounts in a seeded random order (`pos`), an integer key
     id and the kind's bit, for the chain pairs of every kind. Materialise it once: the
-    order is one sort of all rare-key rows, and the pair joins then match integers."""
-    key_id = stable_hash(shared.kind + "|" + shared.key)
-    order = stable_hash(shared.account_id + "|" + shared.key)
-    pos = ibis.row_number().over(ibis.window(group_by=[key_id], order_by=[order,
-                                                                         shared.account_id]))
+    order is one sort of all rare-key rows, and the pair joins then match integers. The
+    text of content keys (template ids, family phrasings: most of the rows and most of
+    their bytes) is dropped before that sort; only infrastructure keys are shown later,
+    as campaign indicators."""
     bit = ibis.cases(*[(shared.kind == k, ibis.literal(kind_bit(k), "int64"))
                        for k in EDGE_KINDS], else_=ibis.literal(0, "int64"))
-    return shared.mutate(key_id=key_id, pos=pos, kbit=bit)
+    s = shared.mutate(key_id=stable_hash(shared.kind + "|" + shared.key),
+                      order=stable_hash(shared.account_id + "|" + shared.key), kbit=bit,
+                      key=ibis.cases((shared.kind.isin(CONTENT_KINDS), ibis.null("string")),
+                                     else_=shared.key))
+    pos = ibis.row_number().over(ibis.window(group_by=[s.key_id], order_by=[s.order,
+                                                                           s.account_id]))
+    return s.mutate(pos=pos).drop("order")
 
 
 def _chain_pairs(s: ir.Table, c: int) -> ir.Table:
