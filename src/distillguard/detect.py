@@ -378,9 +378,11 @@ def _campaign_pass(session: DuckDBSession, membership: pd.DataFrame, ctx: _FactC
     groups = linking.components(pd.DataFrame(cores, columns=["cluster", "account_id"]),
                                 ctx.edges, min_n)
     accepted = []
-    for facts, _ev, sc in scored(groups):
+    for facts, ev, sc in scored(groups):
         if sc >= c["score_threshold"]:
-            ids = sorted(facts.members["account_id"])
+            ids = sorted(set(facts.members["account_id"]) - _content_bystanders(facts, ev, c))
+            if len(ids) < min_n:
+                continue
             acct_rows.loc[ids, "flagged"] = True
             accepted.append((ids, sc))
     return accepted
@@ -538,42 +540,73 @@ def _final_campaigns(session: DuckDBSession, groups: pd.DataFrame, floor: pd.Ser
     return sorted(out, key=lambda x: x["campaign_id"])
 
 
-def _member_strength(m: pd.DataFrame, facts: cmp.ClusterFacts, ev: list[cmp.Evidence],
-                     c: dict[str, Any], confirm: bool = False) -> list[float]:
-    """How much of what made the campaign stand out each member itself carries, in [0, 1].
-
-    A reseller pool or a shared network can pull ordinary accounts into a cluster; they
-    do not share its unusual behaviour or fill its templates, so they score low. A member
-    shows a behaviour when it exceeds the reference at `member_z`, or, when it also
-    exceeds it on a supporting behaviour (proxy rotation), at its point estimate: two
-    indications together. Rotation alone picks no member (a reseller's customers arrive
-    through the same rotating networks as its distiller). A member tied to the others by
-    content alone (no shared infrastructure) shows only the behaviours content
-    coordination can support (`content_behaviours`), as for a whole campaign: the users
-    of one kind of tool share its phrasings and its tool and thinking habits. With
-    `confirm` (clusters held together by weak links only), filling the cluster's
-    templates is not enough either: the families a thin cluster shares include the
-    ordinary phrasings its bystanders use.
-    """
+def _shows(m: pd.DataFrame, facts: cmp.ClusterFacts, ev: list[cmp.Evidence],
+           c: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Per member: whether it shows one of the campaign's unusual behaviours, and whether
+    it shows one of the `content_behaviours` among them. A member shows a behaviour when
+    it exceeds the reference at `member_z`, or, when it also exceeds it on a supporting
+    behaviour (proxy rotation), at its point estimate: two indications together.
+    Rotation alone shows nothing (a reseller's customers arrive through the same rotating
+    networks as its distiller)."""
     strong = {e.name[len("unusual_"):] for e in ev
               if e.strength > 0 and e.name.startswith("unusual_")} & set(facts.thresholds)
     supporting = strong & set(c["supporting_behaviours"])
-    content_only = ~m["account_id"].isin(facts.infra_linked).to_numpy()
     shows = np.zeros(len(m), dtype=bool)
+    content = np.zeros(len(m), dtype=bool)
     rotates = np.zeros(len(m), dtype=bool)
     for dim in supporting:
         rotates |= cmp.above(m, facts.thresholds, dim, c["member_z"])
     for dim in strong - supporting:
         hit = cmp.above(m, facts.thresholds, dim, c["member_z"]) \
             | (rotates & cmp.above(m, facts.thresholds, dim, 0.0))
-        shows |= hit if dim in c["content_behaviours"] else hit & ~content_only
+        shows |= hit
+        if dim in c["content_behaviours"]:
+            content |= hit
+    return shows, content
+
+
+def _family_reference(facts: cmp.ClusterFacts, c: dict[str, Any]) -> float:
+    """The members' median share of the cluster's template families; above
+    `family_floor` the cluster is template-driven (0 otherwise)."""
     fam = facts.member_family_share.to_numpy(dtype=float)
-    ref_fam = float(np.median(fam)) if len(fam) else 0.0
-    if ref_fam <= c["family_floor"]:
+    ref = float(np.median(fam)) if len(fam) else 0.0
+    return ref if ref > c["family_floor"] else 0.0
+
+
+def _member_strength(m: pd.DataFrame, facts: cmp.ClusterFacts, ev: list[cmp.Evidence],
+                     c: dict[str, Any], confirm: bool = False) -> list[float]:
+    """How much of what made the campaign stand out each member itself carries, in [0, 1].
+
+    A reseller pool or a shared network can pull ordinary accounts into a cluster; they
+    do not share its unusual behaviour (`_shows`) or fill its templates, so they score
+    low. With `confirm` (clusters held together by weak links only), filling the
+    cluster's templates is not enough either: the families a thin cluster shares include
+    the ordinary phrasings its bystanders use.
+    """
+    shows, _ = _shows(m, facts, ev, c)
+    ref_fam = _family_reference(facts, c)
+    if not ref_fam:
         return [float(v) for v in shows]
     # A template-driven cluster: members are the accounts that fill its templates.
-    s = np.nan_to_num(np.minimum(1.0, fam / ref_fam))
+    s = np.nan_to_num(np.minimum(1.0, facts.member_family_share.to_numpy(dtype=float)
+                                 / ref_fam))
     return [float(v) for v in (s * shows if confirm else s)]
+
+
+def _content_bystanders(facts: cmp.ClusterFacts, ev: list[cmp.Evidence],
+                        c: dict[str, Any]) -> set[str]:
+    """Members of an accepted group that is not template-driven, tied to the others by
+    content alone (no shared infrastructure) and showing none of the content behaviours:
+    they are not flagged. Content coordination supports only `content_behaviours` for a
+    campaign as a whole, and so for a member: the users of one kind of tool share its
+    phrasings and its tool and thinking habits. The group is measured and accepted with
+    them, so the rule only takes accounts out of campaigns, never makes one."""
+    if _family_reference(facts, c):
+        return set()
+    m = facts.members
+    _, content = _shows(m, facts, ev, c)
+    tied = m["account_id"].isin(facts.infra_linked).to_numpy()
+    return set(m.loc[~tied & ~content, "account_id"])
 
 
 def _account_reasons(row: pd.Series, facts: cmp.ClusterFacts, aid: str,
