@@ -50,7 +50,8 @@ def test_outputs_follow_the_contract(run: Path, scenario: Path) -> None:
         assert tuple(c) == CAMPAIGN_KEYS
         assert set(c["indicators"]) == set(INDICATOR_KEYS)
         assert set(c["capabilities"]) <= set(CAPABILITIES)
-        assert abs(sum(c["capabilities"].values()) - 1) < 1e-6
+        # Shares are rounded to 6 decimals: each may be off by half a unit there.
+        assert abs(sum(c["capabilities"].values()) - 1) <= 5e-7 * len(c["capabilities"]) + 1e-12
         members = df[df["campaign_id"] == c["campaign_id"]]
         assert sorted(members["account_id"]) == sorted(c["account_ids"])
         assert members["flagged"].all() and len(members) == c["n_accounts"]

@@ -665,16 +665,17 @@ def test_proxy_rotation_picks_members_only_with_another_behaviour() -> None:
 def test_members_tied_by_content_alone_must_extract() -> None:
     """A solo developer pulled into a campaign by shared phrasings alone thinks a lot as
     all its peers do: that does not make it a member. The same habit with a shared card,
-    or extraction prompts with shared phrasings only, does; in a template-driven group the
-    members are the accounts that fill its templates."""
-    m = pd.DataFrame({"account_id": ["card", "phrasing", "extracting"], "n_exchanges": 400,
-                      "extraction_share": [0.0, 0.0, 0.3],
-                      "thinking_share": [0.6, 0.6, 0.0]})
+    or extraction prompts with shared phrasings only, does. In a template-driven group
+    the members are the accounts that fill its templates as the others do, whatever made
+    them core in their cluster and however they are tied to it."""
+    m = pd.DataFrame({"account_id": ["card", "phrasing", "extracting", "x", "y"],
+                      "n_exchanges": 400, "extraction_share": [0.0, 0.0, 0.3, 0.3, 0.3],
+                      "thinking_share": [0.6, 0.6, 0.0, 0.0, 0.0]})
 
-    def facts(family_share: float) -> campaigns.ClusterFacts:
+    def facts(family_shares: list[float]) -> campaigns.ClusterFacts:
         return campaigns.ClusterFacts(
-            cluster=0, members=m, family_share=family_share,
-            member_family_share=pd.Series(family_share, index=m["account_id"]),
+            cluster=0, members=m, family_share=float(np.median(family_shares)),
+            member_family_share=pd.Series(family_shares, index=m["account_id"]),
             synchrony=timing.Synchrony(0, 0, 0, 0), infra_kinds={"payment": 1},
             vocabulary_pairs=2, pivot=None, benign_volume_p99=80.0,
             anomalies={"extraction_share": 0.4, "thinking_share": 0.6},
@@ -682,9 +683,13 @@ def test_members_tied_by_content_alone_must_extract() -> None:
             infra_linked=frozenset({"card"}))
     ev = _ev(unusual_extraction_share=1.0, unusual_thinking_share=1.0)
     c = CFG["campaigns"]
-    assert detect._member_strength(m, facts(0.0), ev, c) == [1.0, 1.0, 1.0]
-    assert detect._content_bystanders(facts(0.0), ev, c) == {"phrasing"}
-    assert detect._content_bystanders(facts(0.6), ev, c) == set()
+    assert detect._member_strength(m, facts([0.0] * 5), ev, c) == [1.0] * 5
+    assert detect._bystanders(facts([0.0] * 5), ev, c) == {"phrasing"}
+    assert detect._bystanders(facts([0.6] * 5), ev, c) == set()
+    assert detect._bystanders(facts([0.01, 0.01, 0.6, 0.6, 0.6]), ev, c) \
+        == {"card", "phrasing"}
+    assert detect._bystanders(facts([0.6, 0.01, 0.15, 0.6, 0.6]), ev, c) \
+        == {"phrasing", "extracting"}
 
 
 def test_shared_families_are_the_clusters_own_not_public_ones() -> None:

@@ -380,7 +380,7 @@ def _campaign_pass(session: DuckDBSession, membership: pd.DataFrame, ctx: _FactC
     accepted = []
     for facts, ev, sc in scored(groups):
         if sc >= c["score_threshold"]:
-            ids = sorted(set(facts.members["account_id"]) - _content_bystanders(facts, ev, c))
+            ids = sorted(set(facts.members["account_id"]) - _bystanders(facts, ev, c))
             if len(ids) < min_n:
                 continue
             acct_rows.loc[ids, "flagged"] = True
@@ -593,17 +593,26 @@ def _member_strength(m: pd.DataFrame, facts: cmp.ClusterFacts, ev: list[cmp.Evid
     return [float(v) for v in (s * shows if confirm else s)]
 
 
-def _content_bystanders(facts: cmp.ClusterFacts, ev: list[cmp.Evidence],
-                        c: dict[str, Any]) -> set[str]:
-    """Members of an accepted group that is not template-driven, tied to the others by
-    content alone (no shared infrastructure) and showing none of the content behaviours:
-    they are not flagged. Content coordination supports only `content_behaviours` for a
-    campaign as a whole, and so for a member: the users of one kind of tool share its
-    phrasings and its tool and thinking habits. The group is measured and accepted with
+def _bystanders(facts: cmp.ClusterFacts, ev: list[cmp.Evidence], c: dict[str, Any]
+                ) -> set[str]:
+    """Members of an accepted group that do not carry its evidence: they are not flagged.
+    In a template-driven group the members are the accounts that fill its templates (at
+    least `member_min_strength` of the members' median family share), however they are
+    tied to it: the same rule as for a template-driven cluster's core, made again on the
+    group, because a cluster diluted by ordinary accounts is not template-driven while
+    the core group drawn from it can be, and its core was then picked by behaviour (a
+    solo developer's thinking habit, a reseller customer's rotating networks). In other
+    groups, a member tied to the others by content alone (no shared infrastructure) must
+    show one of the `content_behaviours`: content coordination supports only those for a
+    campaign as a whole, and so for a member (the users of one kind of tool share its
+    phrasings and its tool and thinking habits). The group is measured and accepted with
     them, so the rule only takes accounts out of campaigns, never makes one."""
-    if _family_reference(facts, c):
-        return set()
     m = facts.members
+    ref_fam = _family_reference(facts, c)
+    if ref_fam:
+        fills = facts.member_family_share.to_numpy(dtype=float) \
+            >= float(c["member_min_strength"]) * ref_fam
+        return set(m.loc[~fills, "account_id"])
     _, content = _shows(m, facts, ev, c)
     tied = m["account_id"].isin(facts.infra_linked).to_numpy()
     return set(m.loc[~tied & ~content, "account_id"])
