@@ -626,6 +626,22 @@ def test_attach_by_content_links_alone_needs_extraction() -> None:
     assert added("extraction_share", "family") == {"heavy"}
 
 
+def test_attach_without_links_needs_the_groups_proxy_rotation() -> None:
+    """An account with no link to the campaign (a heavy head behind residential proxies)
+    joins it when it fills its families, extracts and rotates networks as the members
+    do; the same content and extraction from a few networks (an evaluation harness) does
+    not."""
+    def added(harness_asns: int) -> set[str]:
+        session, groups, ctx, acct_rows = _attach_fixture()
+        ids = ctx.feats.index
+        ctx.feats["n_asns"] = np.where(ids.isin(groups["account_id"]), 30, 2)
+        ctx.feats.loc["harness", "n_asns"] = harness_asns
+        got = detect._attach(session, groups, ctx, CFG, acct_rows, allowlisted=set())
+        return set(got["account_id"]) - set(groups["account_id"])
+    assert added(harness_asns=2) == {"heavy"}
+    assert added(harness_asns=30) == {"heavy", "harness"}
+
+
 def test_weakly_linked_members_must_show_the_behaviour_themselves() -> None:
     """In a template-driven cluster, filling its templates makes a member; in a cluster
     held together by weak links only (`confirm`), the member must also extract."""

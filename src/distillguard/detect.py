@@ -423,7 +423,11 @@ def _attach(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContext,
     exceed the group's reference at `member_z` on one of its unusual behaviours, and stay
     inside the ordinary per-account volume range as hydra heads do (a harness running
     far above it is not hiding among the campaign's accounts). As for members, an account
-    linked to the group by content alone qualifies only on `content_behaviours`."""
+    linked to the group by content alone qualifies only on `content_behaviours`; so does
+    an unlinked one that rotates networks as the group does (exceeds the reference at
+    `member_z` on a supporting behaviour the group is unusual in): a heavy account behind
+    residential proxies shares no network with any other member and, being heavy, no
+    single pair stands out in the vocabulary test either."""
     c = cfg["campaigns"]
     if groups.empty:
         return groups
@@ -453,24 +457,33 @@ def _attach(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContext,
     need = float(np.log(len(n_per) * n_groups / float(c["attach_alpha"])))
     h = h[h["llr"] >= need]
     links = _links_into(ctx.edges, groups, set(h["account_id"]))
-    h = h.merge(links, on=["account_id", "cluster"])
-    h = h[h["linked"] >= int(c["attach_min_links"])]
-    h = h.sort_values(["account_id", "llr"], ascending=[True, False]).drop_duplicates(
-        "account_id")
+    h = h.merge(links, on=["account_id", "cluster"], how="left").fillna(
+        {"linked": 0, "infra": 0})
+    h["linked"] = h["linked"] >= int(c["attach_min_links"])
+    h = h.sort_values(["account_id", "linked", "llr"], ascending=[True, False, False]
+                      ).drop_duplicates("account_id")
     added = []
     for cl, rows in h.groupby("cluster"):
         ids = sorted(groups.loc[groups["cluster"] == cl, "account_id"])
         thresholds = ctx.thresholds(ids)
-        strong = [d for d, v in cmp.anomaly(ctx.feats.loc[ids].reset_index(), thresholds,
-                                            int(c["min_accounts"])).items()
-                  if v > c["anomaly_floor"] and d not in c["supporting_behaviours"]]
+        unusual = [d for d, v in cmp.anomaly(ctx.feats.loc[ids].reset_index(), thresholds,
+                                             int(c["min_accounts"])).items()
+                   if v > c["anomaly_floor"]]
         cands = ctx.feats.loc[rows["account_id"]].reset_index()
+        rows = rows.set_index("account_id").loc[cands["account_id"]]
+        linked = rows["linked"].to_numpy(dtype=bool)
+        infra = linked & (rows["infra"].to_numpy() > 0)
+        # Unlinked, an account can still hide behind the same kind of rotating proxies
+        # as the group: that and its templates stand in for the links, for content
+        # behaviours only.
+        rotates = np.zeros(len(cands), dtype=bool)
+        for d in set(unusual) & set(c["supporting_behaviours"]):
+            rotates |= cmp.above(cands, thresholds, d, c["member_z"])
         ok = np.zeros(len(cands), dtype=bool)
         inside = cands["exchanges_per_active_day"].to_numpy(float) <= ctx.benign_p99
-        infra = rows.set_index("account_id").loc[cands["account_id"], "infra"].to_numpy() > 0
-        for d in strong:
+        for d in set(unusual) - set(c["supporting_behaviours"]):
             hit = cmp.above(cands, thresholds, d, c["member_z"])
-            ok |= hit if d in c["content_behaviours"] else hit & infra
+            ok |= hit & (linked | rotates) if d in c["content_behaviours"] else hit & infra
         added += [(a, cl) for a in cands.loc[ok & inside, "account_id"]]
     new = pd.DataFrame(added, columns=["account_id", "cluster"])
     acct_rows.loc[new["account_id"], "flagged"] = True
