@@ -469,16 +469,14 @@ def _attach(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContext,
         unusual = [d for d, v in cmp.anomaly(ctx.feats.loc[ids].reset_index(), thresholds,
                                              int(c["min_accounts"])).items()
                    if v > c["anomaly_floor"]]
-        cands = ctx.feats.loc[rows["account_id"]].reset_index()
-        rows = rows.set_index("account_id").loc[cands["account_id"]]
+        cands = ctx.feats.loc[rows["account_id"]].reset_index()  # in the order of rows
         linked = rows["linked"].to_numpy(dtype=bool)
         infra = linked & (rows["infra"].to_numpy() > 0)
         # Unlinked, an account can still hide behind the same kind of rotating proxies
         # as the group: that and its templates stand in for the links, for content
         # behaviours only.
-        rotates = np.zeros(len(cands), dtype=bool)
-        for d in set(unusual) & set(c["supporting_behaviours"]):
-            rotates |= cmp.above(cands, thresholds, d, c["member_z"])
+        rotates = _rotates(cands, thresholds, set(unusual) & set(c["supporting_behaviours"]),
+                           c)
         ok = np.zeros(len(cands), dtype=bool)
         inside = cands["exchanges_per_active_day"].to_numpy(float) <= ctx.benign_p99
         for d in set(unusual) - set(c["supporting_behaviours"]):
@@ -566,9 +564,7 @@ def _shows(m: pd.DataFrame, facts: cmp.ClusterFacts, ev: list[cmp.Evidence],
     supporting = strong & set(c["supporting_behaviours"])
     shows = np.zeros(len(m), dtype=bool)
     content = np.zeros(len(m), dtype=bool)
-    rotates = np.zeros(len(m), dtype=bool)
-    for dim in supporting:
-        rotates |= cmp.above(m, facts.thresholds, dim, c["member_z"])
+    rotates = _rotates(m, facts.thresholds, supporting, c)
     for dim in strong - supporting:
         hit = cmp.above(m, facts.thresholds, dim, c["member_z"]) \
             | (rotates & cmp.above(m, facts.thresholds, dim, 0.0))
@@ -576,6 +572,16 @@ def _shows(m: pd.DataFrame, facts: cmp.ClusterFacts, ev: list[cmp.Evidence],
         if dim in c["content_behaviours"]:
             content |= hit
     return shows, content
+
+
+def _rotates(m: pd.DataFrame, thresholds: dict[str, float], supporting: set[str],
+             c: dict[str, Any]) -> np.ndarray:
+    """Per account: whether it exceeds the reference at `member_z` on one of these
+    supporting behaviours (proxy rotation)."""
+    out = np.zeros(len(m), dtype=bool)
+    for dim in supporting:
+        out |= cmp.above(m, thresholds, dim, c["member_z"])
+    return out
 
 
 def _family_reference(facts: cmp.ClusterFacts, c: dict[str, Any]) -> float:
@@ -621,10 +627,8 @@ def _bystanders(facts: cmp.ClusterFacts, ev: list[cmp.Evidence], c: dict[str, An
     phrasings and its tool and thinking habits). The group is measured and accepted with
     them, so the rule only takes accounts out of campaigns, never makes one."""
     m = facts.members
-    ref_fam = _family_reference(facts, c)
-    if ref_fam:
-        fills = facts.member_family_share.to_numpy(dtype=float) \
-            >= float(c["member_min_strength"]) * ref_fam
+    if _family_reference(facts, c):
+        fills = np.asarray(_member_strength(m, facts, ev, c)) >= c["member_min_strength"]
         return set(m.loc[~fills, "account_id"])
     _, content = _shows(m, facts, ev, c)
     tied = m["account_id"].isin(facts.infra_linked).to_numpy()
