@@ -167,31 +167,35 @@ def _campaign(cid: str, members: list[str], **unusual: float) -> dict[str, Any]:
 
 
 def test_members_without_the_campaigns_behaviour_are_watched(tmp_path: Path) -> None:
-    """A flagged member that shows none of the behaviours its campaign was flagged for
-    (a reseller's customer in the distiller's cluster) is watched, and the run does not
-    count toward its confirmation; members that show one are throttled as before."""
+    """A flagged member that does not itself show one of the behaviours its campaign was
+    flagged for (a reseller's customer in the distiller's cluster: none of it, or a single
+    such exchange) is watched, and the run does not count toward its confirmation;
+    members that show one are throttled as before."""
     cfg = _cfg(confirm_runs=1)
     cfg["campaigns"]["supporting_behaviours"] = ["n_asns"]
+    cfg["campaigns"]["pool_min_hits"] = 2
     floor = cfg["campaigns"]["anomaly_floor"]
+    ids = ["acct_d1", "acct_d2", "acct_cust", "acct_rot", "acct_low", "acct_once", "acct_p1",
+           "acct_p2"]
     accounts = pd.DataFrame({
-        "account_id": ["acct_d1", "acct_d2", "acct_cust", "acct_rot", "acct_p1", "acct_p2"],
-        "score": [0.6] * 6, "flagged": [True] * 6,
-        "campaign_id": ["cmp-x"] * 4 + ["cmp-p"] * 2,
+        "account_id": ids, "score": [0.6] * 8, "flagged": [True] * 8,
+        "campaign_id": ["cmp-x"] * 6 + ["cmp-p"] * 2,
         "reasons": [["extraction_prompts:0.40"], ["extraction_prompts:0.50"],
-                    ["shared_template_families:0.50"], [], [], []],
-        "extraction_share": [0.4, 0.5, 0.0, 0.0, 0.0, 0.0],
-        "image_share": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
-        "n_asns": [3, 3, 1, 9, 1, 1]})
+                    ["shared_template_families:0.50"], [], [], [], [], []],
+        "n_exchanges": [10, 4, 10, 10, 10, 1, 10, 10],
+        "extraction_share": [0.4, 0.5, 0.0, 0.0, 0.1, 1.0, 0.0, 0.0],  # 4, 2, 0, 0, 1, 1
+        "image_share": [0.0] * 8,
+        "n_asns": [3, 3, 1, 9, 1, 1, 1, 1]})
     campaigns = [
         # extraction is its behaviour; an image share just above 0 is not (below the
         # floor), and proxy rotation only supports
-        _campaign("cmp-x", ["acct_d1", "acct_d2", "acct_cust", "acct_rot"],
+        _campaign("cmp-x", ids[:6],
                   extraction_share=0.8, image_share=floor / 2, n_asns=0.9),
         # a release-pivot campaign: not checked per member
         {**_campaign("cmp-p", ["acct_p1", "acct_p2"], extraction_share=0.0),
          "signals": [{"name": "release_pivot", "value": 0.9, "detail": ""}]}]
     aside = bystanders(accounts, campaigns, cfg)
-    assert sorted(aside) == ["acct_cust", "acct_rot"]
+    assert sorted(aside) == ["acct_cust", "acct_low", "acct_once", "acct_rot"]
     assert aside["acct_cust"].startswith("campaign_bystander:cmp-x")
     assert "extraction_share" in aside["acct_cust"] and "n_asns" not in aside["acct_cust"]
     state = State(tmp_path / "state.duckdb")

@@ -525,6 +525,50 @@ def test_conservative_share_is_below_raw_share_for_small_n() -> None:
     assert campaigns.conservative(m, "n_asns").tolist() == [5, 5, 5, 5]  # not a share
 
 
+def test_pooled_evidence_needs_several_accounts_that_each_repeat_the_behaviour() -> None:
+    """A young campaign's heads have a few exchanges each: alone none clears the reference
+    at the Wilson bound, pooled they do. Accounts with a single such exchange, a pool
+    carried by its heaviest member, fewer than three leaning members, or old accounts
+    with a small excess do not."""
+    t = {"extraction_share": 0.44}
+
+    def members(shares: list[float], n: list[int]) -> pd.DataFrame:
+        return pd.DataFrame({"extraction_share": shares, "n_exchanges": n})
+
+    heads = members([0.75, 0.8, 0.67, 0.83, 0.0, 0.0], [4, 5, 6, 6, 3, 2])
+    assert not campaigns.above(heads, t, "extraction_share", 1.96).any()  # alone: none
+    pool = campaigns.Pool(min_hits=2, max_exchanges=30)
+    pooled = campaigns.above(heads, t, "extraction_share", 1.96, pool)
+    assert pooled.tolist() == [True, True, True, True, False, False]
+    assert campaigns.anomaly(heads, t, 3, {"extraction_share": pool})["extraction_share"] == \
+        pytest.approx(21 / 26)
+    assert campaigns.anomaly(heads, t, 3)["extraction_share"] == 0.0  # pooling off
+    # only the behaviours named are pooled (request shape is what one app's users share)
+    shape = heads.rename(columns={"extraction_share": "image_share"})
+    assert campaigns.anomaly(shape, {"image_share": 0.44}, 3,
+                             {"extraction_share": pool})["image_share"] == 0.0
+    # one exchange each: anecdotes, whatever their number
+    once = members([1.0] * 12, [1] * 12)
+    assert not campaigns.above(once, t, "extraction_share", 1.96, pool).any()
+    # the heaviest member carries the pool: left out, two light ones prove little
+    heavy = members([0.9, 1.0, 0.5], [200, 2, 4])
+    assert campaigns.above(heavy, t, "extraction_share", 1.96, pool).tolist() == \
+        [True, False, False]  # the heavy one stands out alone
+    assert not campaigns.above(heads.iloc[:2], t, "extraction_share", 1.96, pool).any()
+    assert not campaigns.leaning(members([2.0 / 3], [3]), t, "n_asns", 2).any()  # not a share
+    # an established campaign (three members above on their own) pulls in no leaning one
+    grown = members([0.8, 0.8, 0.8, 0.6], [100, 100, 100, 5])
+    assert campaigns.above(grown, t, "extraction_share", 1.96, pool).tolist() == \
+        [True, True, True, False]
+    # old accounts are not pooled: a small excess over hundreds of exchanges each
+    old = members([0.05, 0.06, 0.05, 0.055], [400, 300, 500, 350])
+    low = {"extraction_share": 0.04}
+    assert not campaigns.above(old, low, "extraction_share", 1.96).any()
+    assert campaigns.above(old, low, "extraction_share", 1.96,
+                           campaigns.Pool(2, 10_000)).all()  # would be, by volume
+    assert not campaigns.above(old, low, "extraction_share", 1.96, pool).any()
+
+
 def test_reference_thresholds_weigh_each_cluster_once() -> None:
     independent = pd.DataFrame({"extraction_share": np.linspace(0.0, 0.1, 50),
                                 "n_exchanges": 1_000_000})

@@ -31,9 +31,13 @@ class Evidence:
     value: float
     detail: str
     strength: float
+    threshold: float | None = None  # the reference a behaviour was measured against
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "value": round(float(self.value), 6), "detail": self.detail}
+        out = {"name": self.name, "value": round(float(self.value), 6), "detail": self.detail}
+        if self.threshold is not None:
+            out["threshold"] = round(float(self.threshold), 6)
+        return out
 
 
 # Account behaviours in which harvesting stands out, compared with a reference made of the
@@ -74,37 +78,92 @@ def reference_thresholds(features: pd.DataFrame, weights: np.ndarray,
 SHARE_DIMENSIONS = ("extraction_share", "thinking_share", "image_share", "tool_share")
 
 
+def wilson_lower(share: np.ndarray, n: np.ndarray, z: float) -> np.ndarray:
+    """Wilson lower bound of a share observed over `n` exchanges, at `z`."""
+    n = np.maximum(np.asarray(n, dtype=float), 1.0)
+    v = np.asarray(share, dtype=float)
+    centre = v + z * z / (2 * n)
+    margin = z * np.sqrt(np.maximum(v * (1 - v), 0) / n + z * z / (4 * n * n))
+    return (centre - margin) / (1 + z * z / n)
+
+
 def conservative(members: pd.DataFrame, dim: str, z: float = 1.96) -> np.ndarray:
     """A member's value on `dim`, made conservative for shares: the Wilson lower bound, so
     an account with one exchange cannot look extreme by chance."""
     v = members[dim].to_numpy(dtype=float)
     if dim not in SHARE_DIMENSIONS:
         return v
-    n = np.maximum(members["n_exchanges"].to_numpy(dtype=float), 1.0)
-    centre = v + z * z / (2 * n)
-    margin = z * np.sqrt(np.maximum(v * (1 - v), 0) / n + z * z / (4 * n * n))
-    return (centre - margin) / (1 + z * z / n)
+    return wilson_lower(v, members["n_exchanges"].to_numpy(dtype=float), z)
+
+
+def leaning(members: pd.DataFrame, thresholds: dict[str, float], dim: str,
+            min_hits: int) -> np.ndarray:
+    """Members that lean toward a share behaviour: their own share is above the reference
+    threshold, from at least `min_hits` exchanges doing it (one unusual exchange is an
+    anecdote), though maybe from too few exchanges to show it on their own."""
+    if dim not in SHARE_DIMENSIONS or min_hits <= 0:
+        return np.zeros(len(members), dtype=bool)
+    v = np.nan_to_num(members[dim].to_numpy(dtype=float))
+    hits = v * members["n_exchanges"].to_numpy(dtype=float)
+    return (v > thresholds[dim]) & (hits >= min_hits - 1e-9)
+
+
+# A pooled test needs this many leaning members: the heaviest is left out of the pool, so
+# the evidence still comes from several accounts.
+POOL_MIN_MEMBERS = 3
+
+
+@dataclass(frozen=True)
+class Pool:
+    """How members too young to show a behaviour alone are pooled (`above`)."""
+
+    min_hits: int  # exchanges doing it for a member to lean toward it (`leaning`)
+    max_exchanges: int  # members with at least this many exchanges are not young
 
 
 def above(members: pd.DataFrame, thresholds: dict[str, float], dim: str,
-          z: float = 1.96) -> np.ndarray:
-    """Which members exceed the reference threshold on `dim` (conservatively, shares at
-    the Wilson lower bound for `z`)."""
-    return np.nan_to_num(conservative(members, dim, z), nan=-np.inf) > thresholds[dim]
+          z: float = 1.96, pool: Pool | None = None) -> np.ndarray:
+    """Which members exceed the reference threshold on `dim`: conservatively, shares at
+    the Wilson lower bound for `z`. With `pool`, also the young members (fewer than
+    `max_exchanges` exchanges) that lean toward it (`leaning`) when their exchanges pooled
+    clear the threshold at `z` without the heaviest of them: a fresh campaign's accounts
+    each have a handful of exchanges, too few to stand out alone, though together they
+    plainly do. Leaving the heaviest out keeps one account from carrying a group of light
+    ones. Only young accounts are pooled: an account with more exchanges has had the
+    chance to show the behaviour alone, and pooling a few ordinary heavy accounts would
+    turn a small excess over the reference into significance by volume alone. And only
+    while the group cannot show it otherwise: when at least three members exceed the
+    reference on their own, they are the ones (an ordinary account that happens to lean
+    the same way is not pulled into an established campaign)."""
+    own = np.nan_to_num(conservative(members, dim, z), nan=-np.inf) > thresholds[dim]
+    if pool is None or own.sum() >= POOL_MIN_MEMBERS:
+        return own
+    n_all = members["n_exchanges"].to_numpy(dtype=float)
+    lean = leaning(members, thresholds, dim, pool.min_hits) & (n_all < pool.max_exchanges)
+    if lean.sum() < POOL_MIN_MEMBERS:
+        return own
+    n = n_all[lean]
+    hits = np.nan_to_num(members[dim].to_numpy(dtype=float))[lean] * n
+    rest = np.ones(len(n), dtype=bool)
+    rest[int(np.argmax(n))] = False
+    pooled = wilson_lower(hits[rest].sum() / n[rest].sum(), n[rest].sum(), z)
+    return own | lean if pooled > thresholds[dim] else own
 
 
 def anomaly(members: pd.DataFrame, thresholds: dict[str, float],
-            min_members: int = 1) -> dict[str, float]:
+            min_members: int = 1, pooled: dict[str, Pool] | None = None
+            ) -> dict[str, float]:
     """Per behaviour, the share of the cluster's traffic sent by members above the reference
-    threshold (traffic-weighted, so a distiller hiding in a pool of customers still shows);
-    0 unless at least `min_members` members are above it: a campaign is several accounts
-    doing the unusual thing, not one or two heavy users of an ordinary product."""
+    threshold (`above`, pooled for the behaviours in `pooled`; traffic-weighted, so a
+    distiller hiding in a pool of customers still shows); 0 unless at least `min_members`
+    members are above it: a campaign is several accounts doing the unusual thing, not one
+    or two heavy users of an ordinary product."""
     n = members["n_exchanges"].to_numpy(dtype=float)
     total = max(n.sum(), 1.0)
     out = {}
     for d in thresholds:
         if d in members:
-            hit = above(members, thresholds, d)
+            hit = above(members, thresholds, d, pool=(pooled or {}).get(d))
             out[d] = float(n[hit].sum() / total) if hit.sum() >= min_members else 0.0
     return out
 
@@ -168,7 +227,7 @@ def evidence(f: ClusterFacts, cfg: dict[str, Any]) -> list[Evidence]:
             f"{frac:.0%} of the cluster's traffic comes from members above the "
             f"{c['reference_quantile']:.0%} quantile ({f.thresholds[dim]:.3g}) of independent "
             f"accounts in {ANOMALY_DIMENSIONS[dim]}",
-            min(1.0, max(0.0, (frac - floor) / (full - floor)))))
+            min(1.0, max(0.0, (frac - floor) / (full - floor))), f.thresholds[dim]))
     mix = capability_mix(m)
     top = max(mix, key=mix.get)
     out.append(Evidence("capability_focus", mix[top],

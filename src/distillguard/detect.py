@@ -223,7 +223,8 @@ def _gather_facts(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContex
             infra_kinds={k: v for k, v in kinds.items() if k in linking.INFRA_KINDS},
             vocabulary_pairs=kinds.get("vocabulary", 0),
             pivot=pivots.get(int(cl)), benign_volume_p99=ctx.benign_p99,
-            anomalies=cmp.anomaly(m, thresholds, int(cfg["campaigns"]["min_accounts"])),
+            anomalies=cmp.anomaly(m, thresholds, int(cfg["campaigns"]["min_accounts"]),
+                                  _pooled(cfg["campaigns"])),
             thresholds=thresholds, infra_linked=frozenset(infra_ids.intersection(ids)))
     return out
 
@@ -362,7 +363,7 @@ def _campaign_pass(session: DuckDBSession, membership: pd.DataFrame, ctx: _FactC
         clusters = clusters[clusters["cluster"].isin(
             [cl for cl, g in clusters.groupby("cluster") if _can_stand_out(
                 ctx, sorted(g["account_id"]),
-                tuple(b for b in behaviours if b not in c["supporting_behaviours"]), min_n)])]
+                tuple(b for b in behaviours if b not in c["supporting_behaviours"]), min_n, c)])]
     eligible = _linked_by(clusters, ctx.edges, link_kind) if link_kind else None
     cores = []
     for facts, ev, sc in scored(clusters):
@@ -389,10 +390,11 @@ def _campaign_pass(session: DuckDBSession, membership: pd.DataFrame, ctx: _FactC
 
 
 def _can_stand_out(ctx: _FactContext, ids: list[str], behaviours: tuple[str, ...],
-                   min_n: int) -> bool:
+                   min_n: int, c: dict[str, Any]) -> bool:
     """Whether at least `min_n` of these members exceed the reference on one behaviour
     (the anomaly evidence is 0 otherwise)."""
-    found = cmp.anomaly(ctx.feats.loc[ids].reset_index(), ctx.thresholds(ids), min_n)
+    found = cmp.anomaly(ctx.feats.loc[ids].reset_index(), ctx.thresholds(ids), min_n,
+                        _pooled(c))
     return any(found.get(d, 0.0) > 0 for d in behaviours)
 
 
@@ -467,7 +469,7 @@ def _attach(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContext,
         ids = sorted(groups.loc[groups["cluster"] == cl, "account_id"])
         thresholds = ctx.thresholds(ids)
         unusual = [d for d, v in cmp.anomaly(ctx.feats.loc[ids].reset_index(), thresholds,
-                                             int(c["min_accounts"])).items()
+                                             int(c["min_accounts"]), _pooled(c)).items()
                    if v > c["anomaly_floor"]]
         cands = ctx.feats.loc[rows["account_id"]].reset_index()  # in the order of rows
         linked = rows["linked"].to_numpy(dtype=bool)
@@ -555,10 +557,11 @@ def _shows(m: pd.DataFrame, facts: cmp.ClusterFacts, ev: list[cmp.Evidence],
            c: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """Per member: whether it shows one of the campaign's unusual behaviours, and whether
     it shows one of the `content_behaviours` among them. A member shows a behaviour when
-    it exceeds the reference at `member_z`, or, when it also exceeds it on a supporting
-    behaviour (proxy rotation), at its point estimate: two indications together.
-    Rotation alone shows nothing (a reseller's customers arrive through the same rotating
-    networks as its distiller)."""
+    it exceeds the reference at `member_z` (alone, or for one of the `pooled_behaviours`
+    pooled with the members that lean the same way: `cmp.above`), or, when it also
+    exceeds it on a supporting behaviour (proxy rotation), at its point estimate: two
+    indications together. Rotation alone shows nothing (a reseller's customers arrive
+    through the same rotating networks as its distiller)."""
     strong = {e.name[len("unusual_"):] for e in ev
               if e.strength > 0 and e.name.startswith("unusual_")} & set(facts.thresholds)
     supporting = strong & set(c["supporting_behaviours"])
@@ -566,12 +569,21 @@ def _shows(m: pd.DataFrame, facts: cmp.ClusterFacts, ev: list[cmp.Evidence],
     content = np.zeros(len(m), dtype=bool)
     rotates = _rotates(m, facts.thresholds, supporting, c)
     for dim in strong - supporting:
-        hit = cmp.above(m, facts.thresholds, dim, c["member_z"]) \
+        hit = cmp.above(m, facts.thresholds, dim, c["member_z"], _pooled(c).get(dim)) \
             | (rotates & cmp.above(m, facts.thresholds, dim, 0.0))
         shows |= hit
         if dim in c["content_behaviours"]:
             content |= hit
     return shows, content
+
+
+def _pooled(c: dict[str, Any]) -> dict[str, cmp.Pool]:
+    """How each of the `pooled_behaviours` is pooled (the others are not; none with
+    `pool_min_hits` 0)."""
+    if int(c["pool_min_hits"]) <= 0:
+        return {}
+    pool = cmp.Pool(int(c["pool_min_hits"]), int(c["pool_max_exchanges"]))
+    return dict.fromkeys(c["pooled_behaviours"], pool)
 
 
 def _rotates(m: pd.DataFrame, thresholds: dict[str, float], supporting: set[str],

@@ -28,6 +28,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from distillguard import campaigns as cmp
@@ -113,24 +114,29 @@ def campaign_behaviours(campaign: dict[str, Any], cfg: dict[str, Any]) -> set[st
 
 def bystanders(accounts: pd.DataFrame, campaigns: list[dict[str, Any]],
                cfg: dict[str, Any]) -> dict[str, str]:
-    """Flagged members that show none of their campaign's behaviours at all (a share of
-    0 in the window on every one of them), with the reason to give. A cluster pulls in
-    accounts through a shared card, network or a few shared phrasings (a reseller's
-    customers, a developer behind the same egress); linking flags them with the campaign,
-    and over overlapping windows a second run flags them again, so confirmation does not
-    remove them. Acting needs evidence of the account's own: such members are watched."""
+    """Flagged members that show none of their campaign's behaviours themselves, with the
+    reason to give. A member shows a share behaviour when at least `pool_min_hits` of its
+    exchanges in the window do it (one such exchange is an anecdote, as for pooled
+    evidence), another behaviour when its value is above 0. A cluster pulls in accounts
+    through a shared card, network or a few shared phrasings (a reseller's customers, a
+    developer behind the same egress); linking flags them with the campaign, and over
+    overlapping windows a second run flags them again, so confirmation does not remove
+    them. Acting needs evidence of the account's own: such members are watched."""
     out: dict[str, str] = {}
-    by_id = {c["campaign_id"]: c for c in campaigns}
+    hits = max(1, int(cfg["campaigns"]["pool_min_hits"]))
     flagged = accounts[accounts["flagged"] & accounts["campaign_id"].notna()]
-    for row in flagged.itertuples(index=False):
-        dims = campaign_behaviours(by_id.get(row.campaign_id, {}), cfg)
-        if dims is None:
+    for campaign in campaigns:
+        dims = campaign_behaviours(campaign, cfg)
+        m = flagged[flagged["campaign_id"] == campaign["campaign_id"]]
+        if dims is None or m.empty or not dims & set(m.columns):
             continue
-        shown = [d for d in sorted(dims) if d in accounts.columns
-                 and not pd.isna(getattr(row, d)) and float(getattr(row, d)) > 0]
-        if not shown and any(d in accounts.columns for d in dims):
-            out[row.account_id] = (f"campaign_bystander:{row.campaign_id} (none of its "
-                                   f"behaviours: {', '.join(sorted(dims))})")
+        shows = np.zeros(len(m), dtype=bool)
+        for d in dims & set(m.columns):
+            shows |= (cmp.leaning(m, {d: 0.0}, d, hits) if d in cmp.SHARE_DIMENSIONS
+                      else np.nan_to_num(m[d].to_numpy(dtype=float)) > 0)
+        reason = (f"campaign_bystander:{campaign['campaign_id']} (none of its behaviours: "
+                  f"{', '.join(sorted(dims))})")
+        out.update(dict.fromkeys(m.loc[~shows, "account_id"], reason))
     return out
 
 
@@ -231,7 +237,7 @@ def _detect(folder: Path, cfg: dict[str, Any], out: Path | None,
         con.close()
     # The members' own behaviour (shares in the window), to check them against their
     # campaign's (`bystanders`).
-    own = det.features[["account_id", *[d for d in cmp.ANOMALY_DIMENSIONS
+    own = det.features[["account_id", "n_exchanges", *[d for d in cmp.ANOMALY_DIMENSIONS
                                          if d in det.features.columns]]]
     accounts = det.accounts[["account_id", "score", "flagged", "campaign_id", "reasons"]]
     return accounts.merge(own, on="account_id", how="left"), det.campaigns
