@@ -101,7 +101,7 @@ def leaning(members: pd.DataFrame, thresholds: dict[str, float], dim: str,
     """Members that lean toward a share behaviour: their own share is above the reference
     threshold, from at least `min_hits` exchanges doing it (one unusual exchange is an
     anecdote), though maybe from too few exchanges to show it on their own."""
-    if dim not in SHARE_DIMENSIONS or min_hits <= 0:
+    if dim not in SHARE_DIMENSIONS:
         return np.zeros(len(members), dtype=bool)
     v = np.nan_to_num(members[dim].to_numpy(dtype=float))
     hits = v * members["n_exchanges"].to_numpy(dtype=float)

@@ -568,8 +568,9 @@ def _shows(m: pd.DataFrame, facts: cmp.ClusterFacts, ev: list[cmp.Evidence],
     shows = np.zeros(len(m), dtype=bool)
     content = np.zeros(len(m), dtype=bool)
     rotates = _rotates(m, facts.thresholds, supporting, c)
+    pooled = _pooled(c)
     for dim in strong - supporting:
-        hit = cmp.above(m, facts.thresholds, dim, c["member_z"], _pooled(c).get(dim)) \
+        hit = cmp.above(m, facts.thresholds, dim, c["member_z"], pooled.get(dim)) \
             | (rotates & cmp.above(m, facts.thresholds, dim, 0.0))
         shows |= hit
         if dim in c["content_behaviours"]:
