@@ -146,6 +146,26 @@ def test_invalid_utf8_in_parquet_string_column(tmp_path: Path) -> None:
     assert (rep.rows_read, rep.rows_accepted, rep.rows_quarantined) == (4, 3, 1)
 
 
+
+def test_a_file_with_invalid_utf8_beside_good_files_is_checked_once(tmp_path: Path) -> None:
+    """All files are checked in one statement; when one of them has invalid UTF-8 the
+    statement is undone and redone file by file, so another file's bad row is quarantined
+    once, not twice."""
+    raw = pa.array([b"bad \xff", b"fine"], pa.binary())
+    prompts = pa.Array.from_buffers(pa.string(), len(raw), raw.buffers())
+    ts = pa.array([datetime(2026, 3, 1, 12)] * 2, pa.timestamp("us"))
+    bad = write_parquet(tmp_path / "b.parquet", {
+        "exchange_id": ["b1", "b2"], "ts": ts, "account_id": ["a", "a"], "prompt": prompts})
+    good = write_parquet(tmp_path / "a.parquet", {
+        "exchange_id": ["a1", "a2"], "ts": ts, "account_id": ["a", "b"],
+        "prompt": ["x", "y"], "ip": ["10.0.0.1", "999.1.1.1"]})
+    con, report = load([good, bad])
+    assert quarantined(con) == [("a.parquet", 2, "ip", "invalid IP address"),
+                                ("b.parquet", 1, "prompt", "invalid UTF-8")]
+    assert column(con, "SELECT exchange_id FROM exchanges ORDER BY 1") == ["a1", "b2"]
+    rep = report.tables["exchanges"]
+    assert (rep.rows_read, rep.rows_accepted, rep.rows_quarantined) == (4, 2, 2)
+
 # --- records that cannot even be parsed --------------------------------------------------------
 
 def test_unparseable_jsonl_records_quarantined(tmp_path: Path) -> None:

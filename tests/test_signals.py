@@ -342,9 +342,11 @@ def test_release_pivot() -> None:
 # --- linking ----------------------------------------------------------------------------
 
 def _shared(groups: dict[str, list[str]], kind: str = "payment") -> pd.DataFrame:
-    """Rare-key rows (account_id, kind, key, cnt, n, share) for keys -> member accounts."""
+    """Rare-key rows (account_id, kind, key, cnt, n, uses, share, volume) for keys ->
+    member accounts."""
     rows = [{"account_id": a, "kind": kind, "key": key, "cnt": 1, "n": len(members),
-             "share": 1.0} for key, members in groups.items() for a in members]
+             "uses": len(members), "share": 1.0, "volume": 1}
+            for key, members in groups.items() for a in members]
     return pd.DataFrame(rows)
 
 
@@ -364,9 +366,11 @@ def _linked(con: ibis.BaseBackend, df: pd.DataFrame,
     """Edges from rare-key rows, computed in the engine as the pipeline does: integer
     account ids in name order, the chain order, the edge expression, names back."""
     names = pd.Series(sorted(df["account_id"].unique()))
-    df = df.assign(aid=df["account_id"].map(pd.Series(range(len(names)), index=names)))
-    return linking.collect_edges(con.execute(edges(linking.chain_order(ibis.memtable(df)))),
-                                 names)
+    df = df.assign(aid=df["account_id"].map(pd.Series(range(len(names)), index=names)),
+                   key_id=pd.factorize(df["kind"] + "|" + df["key"])[0])
+    chain = linking.chain_order(linking.in_order(ibis.memtable(df)),
+                                CFG["linking"]["chain_neighbours"])
+    return linking.collect_edges(con.execute(edges(chain)), names)
 
 
 def _edges(con: ibis.BaseBackend, groups: dict[str, list[str]], n_accounts: int,

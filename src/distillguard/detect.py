@@ -264,13 +264,15 @@ def run(session: DuckDBSession, ingest: IngestReport, cfg: dict[str, Any],
     keys = linking.account_keys(xs, accounts_tbl, families, present, account_cols, cfg)
     acct = feats[["account_id", "n_exchanges"]].assign(
         allowlisted=feats["account_id"].isin(allowlisted), aid=np.arange(n_accounts))
-    shared = session.materialize("shared", linking.chain_order(linking.with_shares(
+    shared = session.materialize("shared", linking.in_order(linking.with_shares(
         linking.rare_keys(keys, n_accounts, cfg), session.register("acct_volume", acct),
         n_accounts, text.band_count(cfg))))
-    edges = linking.collect_edges(session.pandas(linking.edges_expr(shared, cfg)),
+    chain = session.materialize("chain", linking.chain_order(
+        shared, int(cfg["linking"]["chain_neighbours"])))
+    edges = linking.collect_edges(session.pandas(linking.edges_expr(chain, cfg)),
                                   feats["account_id"])
     vocab = linking.collect_edges(session.pandas(linking.vocabulary_edges_expr(
-        shared, cfg, float(feats["n_exchanges"].sum()), n_accounts)), feats["account_id"]) \
+        chain, cfg, float(feats["n_exchanges"].sum()), n_accounts)), feats["account_id"]) \
         if "prompt" in present else None
     membership = linking.cluster(edges, cfg)
     plan.computed.append("linking")

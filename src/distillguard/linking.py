@@ -56,11 +56,19 @@ def kind_lists(masks: pd.Series) -> pa.Array:
     return pa.array(names, type=pa.list_(pa.string())).take(pa.array(inverse))
 
 
-def _keys(x: ir.Table, kind: str, key: ir.Value) -> ir.Table:
-    """(account_id, kind, key, cnt): how many of the account's rows carry the key."""
-    k = x.select(account_id=x.account_id, kind=ibis.literal(kind), key=key.cast("string"))
-    k = k.filter(k.key.notnull())
-    return k.group_by(["account_id", "kind", "key"]).aggregate(cnt=k.count())
+def _keys(x: ir.Table, kind: str, key: ir.Value, *more: ir.Value,
+          render: Any = None) -> ir.Table:
+    """(account_id, kind, key, cnt): how many of the account's rows carry the key.
+
+    Grouped on the key's own columns (integers stay integers) and rendered as text only
+    after that, once per (account, key) instead of once per exchange; `render` builds the
+    text from several columns (default: the one column as a string)."""
+    cols = {f"k{i}": v for i, v in enumerate((key, *more))}
+    k = x.select(account_id=x.account_id, **cols)
+    k = k.filter(ibis.and_(*[k[c].notnull() for c in cols]))
+    k = k.group_by(["account_id", *cols]).aggregate(cnt=k.count())
+    text = render(*(k[c] for c in cols)) if render else k.k0.cast("string")
+    return k.select("account_id", kind=ibis.literal(kind), key=text, cnt=k.cnt)
 
 
 def account_keys(x: ir.Table, accounts: ir.Table | None, families: ir.Table | None,
@@ -74,7 +82,8 @@ def account_keys(x: ir.Table, accounts: ir.Table | None, families: ir.Table | No
     if "ip" in present:
         parts += [_keys(x, "ip", x.ip), _keys(x, "ip_prefix", x.ip_prefix)]
     if "asn" in present:
-        parts.append(_keys(x, "asn_day", x.asn.cast("string") + "@" + x.day.cast("string")))
+        parts.append(_keys(x, "asn_day", x.asn, x.day,
+                           render=lambda asn, day: asn.cast("string") + "@" + day.cast("string")))
     if "prompt" in present:
         parts.append(_keys(x, "template", x.template_id))
     if families is not None:
@@ -115,7 +124,8 @@ def fanout_cap(cfg: dict[str, Any], n_accounts: int) -> int:
 
 
 def rare_keys(keys: ir.Table, n_accounts: int, cfg: dict[str, Any]) -> ir.Table:
-    """Keys shared by at least two accounts and at most the fan-out cap, with their size."""
+    """Keys shared by at least two accounts and at most the fan-out cap, with their size
+    and an integer id (hashed once per key, not once per account and key)."""
     lk = cfg["linking"]
     cap = fanout_cap(cfg, n_accounts)
     content_cap = max(cap, int(lk["max_content_key_fanout_share"] * n_accounts))
@@ -123,8 +133,9 @@ def rare_keys(keys: ir.Table, n_accounts: int, cfg: dict[str, Any]) -> ir.Table:
     sizes = keys.group_by(["kind", "key"]).aggregate(n=keys.count(), uses=keys.cnt.sum())
     limit = ibis.cases((sizes.kind.isin(CONTENT_KINDS), content_cap), else_=cap)
     sizes = sizes.filter((sizes.n >= 2) & (sizes.n <= limit))
-    return keys.join(sizes, ["kind", "key"]).select("account_id", "kind", "key", "cnt", "n",
-                                                    "uses")
+    sizes = sizes.mutate(key_id=stable_hash(sizes.kind + "|" + sizes.key))
+    return keys.join(sizes, ["kind", "key"]).select("account_id", "kind", "key", "key_id",
+                                                    "cnt", "n", "uses")
 
 
 def with_shares(rare: ir.Table, accounts: ir.Table, n_accounts: int, family_slots: int
@@ -142,52 +153,60 @@ def with_shares(rare: ir.Table, accounts: ir.Table, n_accounts: int, family_slot
         else_=j.cnt.cast("float64") / n_ex)
     log_n = float(np.log(max(n_accounts, 3)))
     idf = (ibis.literal(float(n_accounts)) / j.n.cast("float64")).ln() / log_n
-    return j.select("account_id", "aid", "kind", "key", "n", "uses", share=share, idf=idf,
-                    volume=j.n_exchanges)
+    return j.select("account_id", "aid", "kind", "key", "key_id", "n", "uses", share=share,
+                    idf=idf, volume=j.n_exchanges)
 
 
-def chain_order(shared: ir.Table) -> ir.Table:
-    """`shared` with each key's accounts in a seeded random order (`pos`), an integer key
-    id and the kind's bit, for the chain pairs of every kind. Materialise it once: the
-    order is one sort of all rare-key rows, and the pair joins then match integers. The
-    text of content keys (template ids, family phrasings: most of the rows and most of
-    their bytes) is dropped before that sort; only infrastructure keys are shown later,
-    as campaign indicators."""
+def in_order(shared: ir.Table) -> ir.Table:
+    """`with_shares` rows with the kind's bit and a seeded random `order` of each key's
+    accounts, and without the text of content keys (template ids, family phrasings: most
+    of the rows and most of their bytes; only infrastructure keys are shown later, as
+    campaign indicators). Materialise it: the indicators read it, `chain_order` sorts it."""
     bit = ibis.cases(*[(shared.kind == k, ibis.literal(kind_bit(k), "int64"))
                        for k in EDGE_KINDS], else_=ibis.literal(0, "int64"))
-    s = shared.mutate(key_id=stable_hash(shared.kind + "|" + shared.key),
-                      order=stable_hash(shared.account_id + "|" + shared.key), kbit=bit,
-                      key=ibis.cases((shared.kind.isin(CONTENT_KINDS), ibis.null("string")),
-                                     else_=shared.key))
-    pos = ibis.row_number().over(ibis.window(group_by=[s.key_id], order_by=[s.order,
-                                                                           s.account_id]))
-    return s.mutate(pos=pos).drop("order")
+    return shared.mutate(order=stable_hash(shared.account_id + "|" + shared.key), kbit=bit,
+                         key=ibis.cases((shared.kind.isin(CONTENT_KINDS), ibis.null("string")),
+                                        else_=shared.key))
+
+
+def chain_order(ordered: ir.Table, neighbours: int) -> ir.Table:
+    """For every rare-key row (`in_order` rows), the integer id (`nb1`...) and share
+    (`nbs1`...) of the `neighbours` accounts after it in its key's order: the chain pairs
+    of every kind from one sort, with no self-joins (some 40M pair rows at 7.56M
+    exchanges). Only the numbers the edges need are kept: at that size, sorting the
+    rows with their account and key text took twice as long. Materialise it once."""
+    s = ordered.select("aid", "key_id", "kbit", "n", "uses", "share", "idf", "volume",
+                       "order")
+    w = ibis.window(group_by=[s.key_id], order_by=[s.order, s.aid])
+    ahead = {}
+    for d in range(1, neighbours + 1):
+        ahead[f"nb{d}"] = s.aid.lead(d).over(w)
+        ahead[f"nbs{d}"] = s.share.lead(d).over(w)
+    return s.mutate(**ahead).drop("order", "key_id")
 
 
 def _chain_pairs(s: ir.Table, c: int) -> ir.Table:
     """Account pairs (integer ids) met through shared keys: each key links its accounts in
     a short chain over the seeded order of `chain_order` (all pairs when the key is
-    small), `c` neighbours each way. Equi-joins on the position, so a key shared by n
-    accounts costs O(n) rows, never O(n^2). `inv_reach` is 1 / the probability that a
-    given pair of the key's accounts is sampled (Horvitz-Thompson), `raw` the pair's
-    overlap on the key."""
+    small), `c` neighbours each way, so a key shared by n accounts costs O(n) rows, never
+    O(n^2). `inv_reach` is 1 / the probability that a given pair of the key's accounts is
+    sampled (Horvitz-Thompson), `raw` the pair's overlap on the key."""
+    n = s.n.cast("float64")
+    reach = ibis.cases((s.n > c + 1, (2 * c * n - c * (c + 1)) / (n * (n - 1))),
+                       else_=ibis.literal(1.0))
     parts = []
     for d in range(1, c + 1):
-        b = s.view()
-        j = s.join(b, [s.key_id == b.key_id, b.pos == s.pos + d])
-        n = s.n.cast("float64")
-        reach = ibis.cases((s.n > c + 1, (2 * c * n - c * (c + 1)) / (n * (n - 1))),
-                           else_=ibis.literal(1.0))
-        parts.append(j.select(src=ibis.least(s.aid, b.aid), dst=ibis.greatest(s.aid, b.aid),
-                              kbit=s.kbit, raw=s.idf * ibis.least(s.share, b.share),
-                              inv_reach=1.0 / reach))
+        nb, nbs = s[f"nb{d}"], s[f"nbs{d}"]
+        parts.append(s.filter(nb.notnull()).select(
+            src=ibis.least(s.aid, nb), dst=ibis.greatest(s.aid, nb), kbit=s.kbit,
+            raw=s.idf * ibis.least(s.share, nbs), inv_reach=1.0 / reach))
     return parts[0].union(*parts[1:], distinct=False) if len(parts) > 1 else parts[0]
 
 
-def _vocabulary(pairs: ir.Table, shared: ir.Table, total_exchanges: float,
+def _vocabulary(pairs: ir.Table, fam: ir.Table, total_exchanges: float,
                 lk: dict[str, Any]) -> ir.Table:
     """(src, dst, kind, w) for pairs that share more template families than independent
-    accounts would.
+    accounts would (`fam`: the family rows of `chain_order`).
 
     An operator that spreads a broad template set thinly over many low-volume accounts
     gives each pair only a few shared families, too few for the overlap weight; but the
@@ -198,7 +217,6 @@ def _vocabulary(pairs: ir.Table, shared: ir.Table, total_exchanges: float,
     sample) is compared with E by the Poisson log-likelihood ratio; pairs below
     `vocabulary_min_lift` * E get nothing. Single pairs stay weak evidence; a dense group
     of them is what clustering picks up and campaign scoring then tests."""
-    fam = shared.filter(shared.kind == "family")
     acct = fam.group_by("aid").aggregate(mass=fam.uses.sum().cast("float64"),
                                          vol=fam.volume.max().cast("float64"))
     fp = pairs.group_by(["src", "dst"]).aggregate(ht=pairs.inv_reach.sum(), hits=pairs.count())
@@ -239,7 +257,7 @@ def edges_expr(chain: ir.Table, cfg: dict[str, Any]) -> ir.Table:
     """
     lk = cfg["linking"]
     weights = {k: float(v) for k, v in lk["kind_weights"].items() if k != "vocabulary"}
-    pairs = _chain_pairs(chain.filter(chain.kind.isin(list(weights))),
+    pairs = _chain_pairs(chain.filter(chain.kbit.isin([kind_bit(k) for k in weights])),
                          int(lk["chain_neighbours"]))
     per = pairs.group_by(["src", "dst", "kbit"]).aggregate(
         raw=pairs.raw.sum(), ht=(pairs.raw * pairs.inv_reach).sum(), hits=pairs.count())
@@ -261,7 +279,8 @@ def vocabulary_edges_expr(chain: ir.Table, cfg: dict[str, Any], total_exchanges:
     large counts, would read that as coordination. An operator's own templates, however
     popular, still link its accounts through the overlap weight."""
     lk = cfg["linking"]
-    fam = chain.filter((chain.kind == "family") & (chain.n <= fanout_cap(cfg, n_accounts)))
+    fam = chain.filter((chain.kbit == kind_bit("family"))
+                       & (chain.n <= fanout_cap(cfg, n_accounts)))
     pairs = _chain_pairs(fam, int(lk["chain_neighbours"]))
     return _edge_table(_vocabulary(pairs, fam, total_exchanges, lk), lk)
 
