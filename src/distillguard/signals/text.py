@@ -99,21 +99,18 @@ def skeleton(text: ir.StringValue) -> ir.StringValue:
 
 
 SKELETON_COLUMN = "_skeleton"
-SYSTEM_SKELETON_COLUMN = "_system_skeleton"
 CUE_TEXT_COLUMN = "_cue_text"
 
 
 def with_text_columns(t: ir.Table, present: set[str]) -> ir.Table:
-    """The exchanges with the prompt skeleton, system-prompt skeleton and cue text added as
-    columns, so that each is computed once per row however many signals read it."""
+    """The exchanges with the prompt skeleton and cue text added as columns, so that each
+    is computed once per row however many signals read it."""
     cols: dict[str, ir.Value] = {}
     if "prompt" in present:
         cols[SKELETON_COLUMN] = skeleton(_text(t))
         cols[CUE_TEXT_COLUMN] = cue_text_expr(t)
     elif "system_prompt" in present:
         cols[CUE_TEXT_COLUMN] = cue_text_expr(t)
-    if "system_prompt" in present:
-        cols[SYSTEM_SKELETON_COLUMN] = skeleton(t.system_prompt.fill_null(""))
     return t.mutate(**cols) if cols else t
 
 
@@ -138,6 +135,11 @@ def template_hash(sk: ir.StringValue) -> ir.IntegerValue:
                  requires=("prompt",), tags=(TEXT,))
 def template_id(t: ir.Table) -> ir.Value:
     return template_hash(prompt_skeleton(t))
+
+
+def system_template_id(system_prompt: ir.StringValue) -> ir.IntegerValue:
+    """Id of a system prompt's template (NULL read as the empty prompt)."""
+    return template_hash(skeleton(system_prompt.fill_null("")))
 
 
 def band_count(cfg: dict) -> int:
