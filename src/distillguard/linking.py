@@ -13,6 +13,7 @@ small and is built and clustered on the driver with igraph + leidenalg.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import ibis
@@ -57,7 +58,7 @@ def kind_lists(masks: pd.Series) -> pa.Array:
 
 
 def _keys(x: ir.Table, kind: str, key: ir.Value, *more: ir.Value,
-          render: Any = None) -> ir.Table:
+          render: Callable[..., ir.StringValue] | None = None) -> ir.Table:
     """(account_id, kind, key, cnt): how many of the account's rows carry the key.
 
     Grouped on the key's own columns (integers stay integers) and rendered as text only
