@@ -8,23 +8,26 @@ by how many accounts share them (an IDF weight) and dropped past a fan-out cap, 
 graph is built from rare coincidences, not popular infrastructure.
 
 Key extraction runs in the engine; the graph (accounts and their rare shared keys) is
-small and is built and clustered on the driver with igraph + leidenalg.
+small and is built and clustered on the driver with igraph's Leiden.
 """
 
 from __future__ import annotations
 
+import random
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import ibis
 import ibis.expr.types as ir
 import igraph as ig
-import leidenalg
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from distillguard.engine.portable import stable_hash
+
+_RNG_LOCK = threading.Lock()  # igraph's generator is global: one seeded clustering at a time
 
 INFRA_KINDS = ("ip", "ip_prefix", "asn_day", "payment", "email_domain", "signup_ip",
                "signup_burst", "org")
@@ -319,12 +322,31 @@ def cluster(edges: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
     g = ig.Graph(n=len(names), edges=list(zip(codes[:n].tolist(), codes[n:].tolist(),
                                               strict=True)))
     g.es["weight"] = edges["weight"].astype(float).tolist()
-    part = leidenalg.find_partition(
-        g, leidenalg.RBConfigurationVertexPartition, weights="weight",
-        resolution_parameter=float(cfg["linking"]["leiden_resolution"]),
-        n_iterations=int(cfg["linking"]["leiden_iterations"]), seed=int(cfg["linking"]["seed"]))
+    # igraph's Leiden (modularity with resolution: the RB configuration model) draws from
+    # igraph's one process-wide generator; a generator of our own seed, swapped in under a
+    # lock, makes the partition a function of the input. (It replaced leidenalg: 7x faster
+    # on the 7.56M-exchange graph, partition ARI 0.998 to leidenalg's, docs/scale.md.)
+    with _RNG_LOCK:
+        ig.set_random_number_generator(random.Random(int(cfg["linking"]["seed"])))
+        try:
+            part = g.community_leiden(
+                objective_function="modularity", weights="weight",
+                resolution=float(cfg["linking"]["leiden_resolution"]),
+                n_iterations=int(cfg["linking"]["leiden_iterations"]))
+        finally:
+            ig.set_random_number_generator(random)
     return pd.DataFrame({"account_id": np.asarray(names),
-                         "cluster": np.asarray(part.membership, dtype="int64")})
+                         "cluster": _by_size(np.asarray(part.membership, dtype="int64"))})
+
+
+def _by_size(labels: np.ndarray) -> np.ndarray:
+    """Cluster labels renumbered largest first (ties: the first vertex's order), so the
+    labels and every order that follows them do not depend on the clustering library."""
+    _, first, inverse, size = np.unique(labels, return_index=True, return_inverse=True,
+                                        return_counts=True)
+    rank = np.empty(len(size), dtype="int64")
+    rank[np.lexsort((first, -size))] = np.arange(len(size))
+    return rank[inverse]
 
 
 def within_clusters(edges: pd.DataFrame, of: pd.Series) -> pd.DataFrame:
