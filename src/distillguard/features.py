@@ -54,6 +54,7 @@ def text_features(t: ir.Table, present: set[str], cfg: dict[str, Any]) -> ir.Tab
     cols: dict[str, ir.Value] = {name: sig.build(d) for name, sig in EXCHANGE_SIGNALS.items()
                                  if TEXT in sig.tags and sig.available(present)}
     cols[capability.TEXT_CAPABILITY_COLUMN] = capability.text_capability(text.cue_text(d))
+    cols["_prompt_hash"] = stable_hash(d._p)  # an MD5 per distinct prompt, not per exchange
     lsh = cfg["templates"]
     cols["bands"] = ibis.array(text.minhash_bands(text.prompt_skeleton(d), lsh["minhash_perms"],
                                                   lsh["band_rows"]))
@@ -77,6 +78,9 @@ def exchange_features(t: ir.Table, present: set[str], cfg: dict[str, Any],
     else:
         t = text.with_text_columns(t, present)
     epoch = t.ts.epoch_seconds().cast("int64")
+    # A NULL prompt hashes to NULL, as `stable_hash` gives; the join key reads it as "".
+    prompt_hash = (ibis.cases((t.prompt.isnull(), ibis.null("int64")), else_=t._prompt_hash)
+                   if "prompt" in present else stable_hash(t.prompt))
     cols: dict[str, ir.Value] = {
         "exchange_id": t.exchange_id,
         "account_id": t.account_id,
@@ -94,7 +98,7 @@ def exchange_features(t: ir.Table, present: set[str], cfg: dict[str, Any],
         "n_messages": t.n_messages,
         "input_tokens": t.input_tokens,
         "output_tokens": t.output_tokens,
-        "prompt_hash": stable_hash(t.prompt),
+        "prompt_hash": prompt_hash,
     }
     for name, sig in EXCHANGE_SIGNALS.items():
         if not sig.available(present):
