@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ibis
+import ibis.expr.operations as ops
 import ibis.expr.types as ir
 
 from distillguard.engine.portable import stable_hash
@@ -150,7 +151,23 @@ def account_features(x: ir.Table, present: set[str], plan: SignalPlan) -> ir.Tab
             plan.computed.append(name)
         else:
             plan.skipped[name] = "input has no " + ", ".join(sig.missing(present))
-    out = x.group_by("account_id").aggregate(**aggs[False])
+    out = _per_account(x, aggs[False])
     if aggs[True]:
-        out = out.join(g.group_by("account_id").aggregate(**aggs[True]), "account_id")
+        out = out.join(_per_account(g, aggs[True]), "account_id")
     return out.select("account_id", *order)
+
+
+def _per_account(t: ir.Table, aggs: dict[str, ir.Scalar]) -> ir.Table:
+    """`t` aggregated per account. Each distinct count comes from its own distinct
+    (account, value) pairs, joined back: inside one aggregate, DuckDB first copies every
+    column they read into a temporary result (17 of the query's 45 CPU-seconds at 7.56M
+    exchanges)."""
+    distinct = {name: agg.op().arg.to_expr() for name, agg in aggs.items()
+                if isinstance(agg.op(), ops.CountDistinct) and agg.op().where is None}
+    out = t.group_by("account_id").aggregate(
+        **{name: agg for name, agg in aggs.items() if name not in distinct})
+    for name, value in distinct.items():
+        pairs = t.select("account_id", v=value).distinct()
+        out = out.join(pairs.group_by("account_id").aggregate(**{name: pairs.v.count()}),
+                       "account_id")
+    return out
