@@ -146,7 +146,6 @@ def test_invalid_utf8_in_parquet_string_column(tmp_path: Path) -> None:
     assert (rep.rows_read, rep.rows_accepted, rep.rows_quarantined) == (4, 3, 1)
 
 
-
 def test_a_file_with_invalid_utf8_beside_good_files_is_checked_once(tmp_path: Path) -> None:
     """All files are checked in one statement; when one of them has invalid UTF-8 the
     statement is undone and redone file by file, so another file's bad row is quarantined
@@ -165,6 +164,7 @@ def test_a_file_with_invalid_utf8_beside_good_files_is_checked_once(tmp_path: Pa
     assert column(con, "SELECT exchange_id FROM exchanges ORDER BY 1") == ["a1", "b2"]
     rep = report.tables["exchanges"]
     assert (rep.rows_read, rep.rows_accepted, rep.rows_quarantined) == (4, 2, 2)
+
 
 # --- records that cannot even be parsed --------------------------------------------------------
 

@@ -85,13 +85,18 @@ def _quarantine_bad_rows(con: duckdb.DuckDBPyConnection, table: Table, views: li
                     FROM ({union}) WHERE _reason IS NOT NULL""")
 
 
+def _typed_view(con: duckdb.DuckDBPyConnection, table: Table, raw: Raw, view: str,
+                index: int, max_prompt_bytes: int) -> None:
+    con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS "
+                f"{typed_select(table, raw, index, max_prompt_bytes)}")
+
+
 def _check_file(con: duckdb.DuckDBPyConnection, table: Table, raw: Raw, view: str,
                 index: int, stager: Stager, max_prompt_bytes: int) -> Raw:
-    """Check one file's rows into the quarantine, naming the file when it cannot be read; a
-    Parquet file with invalid UTF-8 is staged again as bytes (checked row by row)."""
+    """Check one file's rows (its typed `view` exists) into the quarantine, naming the file
+    when it cannot be read; a Parquet file with invalid UTF-8 is staged again as bytes
+    (checked row by row)."""
     for attempt in (0, 1):
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS "
-                    f"{typed_select(table, raw, index, max_prompt_bytes)}")
         try:
             _quarantine_bad_rows(con, table, [view])
             break
@@ -100,6 +105,7 @@ def _check_file(con: duckdb.DuckDBPyConnection, table: Table, raw: Raw, view: st
                 raise InputError(f"unreadable file: {str(exc).splitlines()[0]}",
                                  file=raw.file) from None
             raw = stager.parquet_as_bytes(Path(raw.file))
+            _typed_view(con, table, raw, view, index, max_prompt_bytes)
     return raw
 
 
@@ -108,8 +114,7 @@ def _load_table(con: duckdb.DuckDBPyConnection, table: Table, raws: list[Raw],
     report = TableReport(table.name, files=[r.file for r in raws])
     views = [f"_typed_{table.name}_{index}" for index in range(len(raws))]
     for index, raw in enumerate(raws):
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {views[index]} AS "
-                    f"{typed_select(table, raw, index, max_prompt_bytes)}")
+        _typed_view(con, table, raw, views[index], index, max_prompt_bytes)
     try:
         # All files in one statement: a file is often one Parquet row group, read by one
         # thread, so file by file left the other cores idle (7.56M exchanges in 45 files:
