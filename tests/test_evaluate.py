@@ -6,13 +6,14 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from distillguard import baselines, config
+from distillguard import baselines, config, evaluate
 from distillguard.cli import app
 from distillguard.engine.duckdb_engine import connect
 from distillguard.errors import InputError
@@ -231,6 +232,21 @@ def test_features_are_one_row_per_account(tmp_path: Path) -> None:
                                                .index("loud")]
 
 
+def test_gaps_of_tied_timestamps_are_zero_in_any_order(tmp_path: Path) -> None:
+    # Two exchanges at one instant, then 60 s and 180 s after it: gaps 0, 60 and 120,
+    # whichever of the tied pair comes first (the window orders by time alone).
+    ex = _exchanges({"a": 4})
+    at = [T0 + timedelta(seconds=s) for s in (0, 0, 60, 180)]
+    pq.write_table(ex.set_column(ex.schema.get_field_index("ts"), "ts",
+                                 pa.array(at, type=pa.timestamp("us", tz="UTC"))),
+                   tmp_path / "ex.parquet")
+    con = connect()
+    load_inputs(con, exchanges=[tmp_path / "ex.parquet"])
+    baselines.build_features(con)
+    mean, sd = con.execute("SELECT gap_mean_s, gap_sd_s FROM baseline_features").fetchall()[0]
+    assert (mean, sd) == (pytest.approx(60.0), pytest.approx(60.0))
+
+
 def test_cli_prints_table_and_writes_json(run: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "metrics.json"
     res = CliRunner().invoke(app, [
@@ -241,6 +257,19 @@ def test_cli_prints_table_and_writes_json(run: dict[str, Path], tmp_path: Path) 
     assert "precision" in res.output and VOLUME in res.output
     saved = json.loads(out.read_text())
     assert saved["systems"][DETECTOR]["tp"] == 4
+
+
+def test_cli_names_the_memory_setting_when_the_engine_runs_out(
+        run: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    def out_of_memory(*_: object, **__: object) -> None:
+        raise duckdb.OutOfMemoryException("Out of Memory Error: could not allocate block")
+
+    monkeypatch.setattr(evaluate, "evaluate_run", out_of_memory)
+    res = CliRunner().invoke(app, ["eval", "--truth", str(run["truth"]),
+                                   "--pred", str(run["pred"])])
+    assert res.exit_code == 3
+    assert "out of memory" in res.output and "[engine] memory_limit" in res.output
+    assert "Traceback" not in res.output
 
 
 def test_cli_bad_input_exits_2(run: dict[str, Path], tmp_path: Path) -> None:

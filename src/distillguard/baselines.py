@@ -42,18 +42,27 @@ def build_features(con: duckdb.DuckDBPyConnection, table: str = "baseline_featur
     columns the logs lack are NULL there and give a constant 0 feature, which the forest
     never splits on, so the baseline degrades instead of failing.
 
-    Inter-arrival gaps come from a window over each account's exchanges in time order; an
-    account with a single exchange has no gap, so its mean gap is the whole log's time span
-    (as idle as an account can look) and its gap deviation 0.
+    Inter-arrival gaps come from a window over each account's exchanges in time order, on
+    the account and time columns alone: a window carrying every column ran out of memory
+    at 37.8M exchanges (DuckDB 2.0 could not spill it). Tied timestamps give gaps of 0
+    in any order, so the gaps need no tie-breaker. An account with a single exchange has
+    no gap, so its mean gap is the whole log's time span (as idle as an account can
+    look) and its gap deviation 0.
     """
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE {table} AS
         WITH x AS MATERIALIZED (  -- the one scan of exchanges; no text columns
             SELECT account_id, ts, hour(ts) AS hr, ip, model, input_tokens, output_tokens,
-                   len(tool_names) > 0 AS has_tools, has_image, thinking,
-                   epoch(ts) - epoch(lag(ts) OVER (PARTITION BY account_id
-                                                   ORDER BY ts, exchange_id)) AS gap
+                   len(tool_names) > 0 AS has_tools, has_image, thinking
             FROM exchanges
+        ),
+        gaps AS (
+            SELECT account_id, avg(gap) AS gap_mean_s, coalesce(stddev_samp(gap), 0) AS gap_sd_s
+            FROM (SELECT account_id,
+                         epoch(ts) - epoch(lag(ts) OVER (PARTITION BY account_id ORDER BY ts))
+                         AS gap
+                  FROM x)
+            GROUP BY account_id
         ),
         span AS (SELECT coalesce(epoch(max(ts)) - epoch(min(ts)), 0) AS s FROM x),
         hours AS (
@@ -69,8 +78,6 @@ def build_features(con: duckdb.DuckDBPyConnection, table: str = "baseline_featur
             SELECT account_id,
                    count(*) AS n_exchanges,
                    count(DISTINCT CAST(ts AS DATE)) AS active_days,
-                   avg(gap) AS gap_mean_s,
-                   coalesce(stddev_samp(gap), 0) AS gap_sd_s,
                    count(DISTINCT ip) AS distinct_ips,
                    count(DISTINCT model) AS distinct_models,
                    coalesce(sum(input_tokens), 0) AS input_tokens,
@@ -82,10 +89,10 @@ def build_features(con: duckdb.DuckDBPyConnection, table: str = "baseline_featur
         )
         SELECT agg.account_id,
                agg.n_exchanges, agg.active_days,
-               coalesce(agg.gap_mean_s, span.s) AS gap_mean_s, agg.gap_sd_s,
+               coalesce(gaps.gap_mean_s, span.s) AS gap_mean_s, gaps.gap_sd_s,
                agg.distinct_ips, agg.distinct_models, agg.input_tokens, agg.output_tokens,
                agg.tool_share, agg.image_share, agg.thinking_share, entropy.hour_entropy
-        FROM agg JOIN entropy USING (account_id) CROSS JOIN span
+        FROM agg JOIN entropy USING (account_id) JOIN gaps USING (account_id) CROSS JOIN span
         ORDER BY agg.account_id
     """)
 

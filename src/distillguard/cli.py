@@ -2,7 +2,8 @@
 
 Exit codes scripts can trust: 0 ok / nothing found, 1 findings (detect flagged accounts),
 2 bad input or usage (one line naming file, row and column; never a traceback),
-3 an internal error (one line; DISTILLGUARD_DEBUG=1 shows the traceback).
+3 an internal error or the engine out of memory (one line; DISTILLGUARD_DEBUG=1 shows the
+traceback).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import duckdb
 import typer
 from rich.console import Console
 
@@ -46,6 +48,12 @@ def guarded(fn: F) -> F:
         except Exception as exc:
             if os.environ.get("DISTILLGUARD_DEBUG"):
                 raise
+            if isinstance(exc, duckdb.OutOfMemoryException):
+                err_console.print(
+                    f"[bold red]out of memory:[/] {str(exc).splitlines()[0]} — raise "
+                    "\\[engine] memory_limit in a --config file (docs/scale.md, sizing notes)",
+                    highlight=False, soft_wrap=True)
+                raise typer.Exit(code=3) from None
             err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc} "
                               "(set DISTILLGUARD_DEBUG=1 for the traceback)",
                               highlight=False, soft_wrap=True)
