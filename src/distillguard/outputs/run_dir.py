@@ -47,8 +47,9 @@ def _indicators(session: DuckDBSession, cm: ir.Table, min_precision: float
     sh = session.table("shared")
     sh = sh.filter(sh.kind.isin([*INDICATOR_FIELD, "asn_day"]))
     j = sh.join(cm, "account_id")
-    per = j.group_by([j.campaign_id, j.kind, j.key]).aggregate(m=j.account_id.nunique(),
-                                                               n=j.n.max())
+    # One row per (account, kind, key) for these kinds (their keys are text): rows count
+    # members.
+    per = j.group_by([j.campaign_id, j.kind, j.key]).aggregate(m=j.count(), n=j.n.max())
     per = per.filter((per.m >= 2) & (per.m >= min_precision * per.n))
     rank = ibis.row_number().over(group_by=[per.campaign_id, per.kind],
                                   order_by=[ibis.desc(per.m), per.key])
