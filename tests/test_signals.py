@@ -453,6 +453,14 @@ def test_vocabulary_links_a_group_sharing_families_beyond_chance(
     assert (vocab["kinds"] == linking.kind_bit("vocabulary")).all()
 
 
+def test_endpoints_are_the_accounts_at_either_end() -> None:
+    edges = pd.DataFrame({"src": pd.Series(["a", "a", "c"], dtype="string[pyarrow]"),
+                          "dst": pd.Series(["b", "c", "d"], dtype="string[pyarrow]"),
+                          "weight": 1.0, "kinds": 1})
+    assert linking.endpoints(edges) == {"a", "b", "c", "d"}
+    assert linking.endpoints(edges.iloc[:0]) == set()
+
+
 def test_merge_groups_joins_pieces_of_one_operator_only() -> None:
     """Two pieces of one dense clique merge; a second clique linked to it by one edge
     stays apart."""

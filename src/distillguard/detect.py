@@ -215,10 +215,10 @@ def _gather_facts(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContex
     inside = linking.within_clusters(ctx.edges, of)
     kind_pairs = pd.DataFrame({k: linking.has_kind(inside["kinds"], k)
                                for k in linking.EDGE_KINDS}).groupby(
-        inside["src"].map(of).to_numpy()).sum()
+        of.to_numpy()[of.index.get_indexer(inside["src"])]).sum()
     mb_of = dict(tuple(mb.groupby("cluster", sort=False)))
     infra = inside[linking.has_kind(inside["kinds"], *linking.INFRA_KINDS)]
-    infra_ids = set(infra["src"]) | set(infra["dst"])
+    infra_ids = linking.endpoints(infra)
     out: dict[int, cmp.ClusterFacts] = {}
     for cl, grp in members.groupby("cluster", sort=True):
         ids = sorted(grp["account_id"])
@@ -417,7 +417,7 @@ def _linked_by(membership: pd.DataFrame, edges: pd.DataFrame, kind: str) -> set[
     """Accounts with a link of `kind` to another member of their own cluster."""
     e = linking.within_clusters(edges[linking.has_kind(edges["kinds"], kind)],
                                 membership.set_index("account_id")["cluster"])
-    return set(e["src"]) | set(e["dst"])
+    return linking.endpoints(e)
 
 
 def _attach(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContext,
