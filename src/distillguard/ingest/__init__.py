@@ -142,10 +142,13 @@ def _load_table(con: duckdb.DuckDBPyConnection, table: Table, raws: list[Raw],
     cols = ", ".join(f'u."{c}"' for c in table.names)
     if table.key:
         key = f'"{table.key}"'
+        # Repeated keys are found by a plain count first; the first occurrence (a struct
+        # minimum, the costlier aggregate) is then taken over their rows only.
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE _dup_{table.name} AS
             SELECT {key} AS k, min({{'f': _file_index, 'r': _row}}) AS first, count(*) AS n
-            {kept} GROUP BY {key} HAVING count(*) > 1""")
+            {kept} WHERE {key} IN (SELECT {key} {kept} GROUP BY {key} HAVING count(*) > 1)
+            GROUP BY {key}""")
         con.execute(f"""
             INSERT INTO quarantine
             SELECT '{table.name}', u._file, u._row, '{table.key}',
