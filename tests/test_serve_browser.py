@@ -32,19 +32,24 @@ def test_login_open_campaign_see_chart(tmp_path: Path, driver) -> None:
         assert driver.current_url.endswith("/login")  # not signed in: sent to the form
         driver.find_element("id", "token").send_keys("wrong-token-0123456789")
         driver.find_element("id", "login").click()
-        assert "Wrong token" in driver.find_element("id", "login-error").text
+        # A click returns before the page the form post answers with has loaded.
+        wait = WebDriverWait(driver, 10)
+        error = wait.until(lambda d: (d.find_elements("id", "login-error") or [None])[0])
+        assert "Wrong token" in error.text
         driver.find_element("id", "token").send_keys(TOKEN)
         driver.find_element("id", "login").click()
-        # The click returns before the redirect after the form post has loaded.
-        WebDriverWait(driver, 10).until(lambda d: d.current_url == server.url + "/")
+        wait.until(lambda d: d.current_url == server.url + "/")
         driver.find_element("link text", campaign).click()
-        assert f"Campaign {campaign}" in driver.find_element("tag name", "h1").text
+        heading = wait.until(lambda d: (d.find_elements("tag name", "h1") or [None])[0]
+                             if d.current_url != server.url + "/" else None)
+        assert f"Campaign {campaign}" in heading.text
         images = driver.find_elements("css selector", "img.chart")
         assert len(images) == 4  # capability, timeline, volume, account links
+        # Every chart is drawn (loaded, with a width) within the wait, or the test fails.
+        drawn = "return arguments[0].complete ? arguments[0].naturalWidth : 0;"
         for img in images:
-            width = driver.execute_script(
-                "return arguments[0].complete ? arguments[0].naturalWidth : 0;", img)
-            assert width > 0, img.get_attribute("alt")
+            assert wait.until(lambda d, i=img: d.execute_script(drawn, i)), \
+                img.get_attribute("alt")
         # The wrong token's 401 answer is logged as a failed load; nothing else may fail.
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"
                   and "/login - " not in e["message"]]
