@@ -272,6 +272,20 @@ def test_cli_names_the_memory_setting_when_the_engine_runs_out(
     assert "Traceback" not in res.output
 
 
+def test_cli_names_the_spill_directory_when_the_disk_is_full(
+        run: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    def disk_full(*_: object, **__: object) -> None:
+        raise duckdb.IOException('IO Error: Could not write file "/tmp/distillguard-spill/'
+                                 'duckdb_temp_1.tmp": No space left on device')
+
+    monkeypatch.setattr(evaluate, "evaluate_run", disk_full)
+    res = CliRunner().invoke(app, ["eval", "--truth", str(run["truth"]),
+                                   "--pred", str(run["pred"])])
+    assert res.exit_code == 3
+    assert "out of disk space" in res.output and "TMPDIR" in res.output
+    assert "distillguard-spill" in res.output and "Traceback" not in res.output
+
+
 def test_cli_bad_input_exits_2(run: dict[str, Path], tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["eval", "--truth", str(tmp_path / "nope.parquet"),
                                    "--pred", str(run["pred"])])

@@ -54,6 +54,13 @@ def guarded(fn: F) -> F:
                     "\\[engine] memory_limit in a --config file (docs/scale.md, sizing notes)",
                     highlight=False, soft_wrap=True)
                 raise typer.Exit(code=3) from None
+            if isinstance(exc, duckdb.IOException) and "No space left on device" in str(exc):
+                err_console.print(
+                    f"[bold red]out of disk space:[/] {str(exc).splitlines()[0]} — DuckDB "
+                    "writes what exceeds \\[engine] memory_limit to "
+                    f"{spill_directory()}: free space there or set TMPDIR to a "
+                    "larger disk (docs/scale.md, sizing notes)", highlight=False, soft_wrap=True)
+                raise typer.Exit(code=3) from None
             err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc} "
                               "(set DISTILLGUARD_DEBUG=1 for the traceback)",
                               highlight=False, soft_wrap=True)
@@ -100,7 +107,7 @@ def eval_(
 from rich.table import Table as RichTable  # noqa: E402
 
 from distillguard import config as config_mod  # noqa: E402
-from distillguard.engine.duckdb_engine import connect  # noqa: E402
+from distillguard.engine.duckdb_engine import connect, spill_directory  # noqa: E402
 from distillguard.ingest import (  # noqa: E402
     IngestReport,
     load_configured,
