@@ -2,8 +2,8 @@
 
 Exit codes scripts can trust: 0 ok / nothing found, 1 findings (detect flagged accounts),
 2 bad input or usage (one line naming file, row and column; never a traceback),
-3 an internal error or the engine out of memory (one line; DISTILLGUARD_DEBUG=1 shows the
-traceback).
+3 an internal error, or the engine out of memory or disk (one line; DISTILLGUARD_DEBUG=1
+shows the traceback).
 """
 
 from __future__ import annotations
@@ -33,6 +33,17 @@ err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _engine_limit(exc: Exception) -> tuple[str, str] | None:
+    """(what ran out, what to do) when the engine stopped at a limit of this machine, not
+    at a fault of ours."""
+    if isinstance(exc, duckdb.OutOfMemoryException):
+        return "out of memory", "raise \\[engine] memory_limit in a --config file"
+    if isinstance(exc, duckdb.IOException) and "No space left on device" in str(exc):
+        return ("out of disk space", "DuckDB writes what exceeds \\[engine] memory_limit to "
+                f"{spill_directory()}: free space there or set TMPDIR to a larger disk")
+    return None
+
+
 def guarded(fn: F) -> F:
     """Turn an InputError into one clear line on stderr and exit code 2."""
 
@@ -48,18 +59,11 @@ def guarded(fn: F) -> F:
         except Exception as exc:
             if os.environ.get("DISTILLGUARD_DEBUG"):
                 raise
-            if isinstance(exc, duckdb.OutOfMemoryException):
-                err_console.print(
-                    f"[bold red]out of memory:[/] {str(exc).splitlines()[0]} — raise "
-                    "\\[engine] memory_limit in a --config file (docs/scale.md, sizing notes)",
-                    highlight=False, soft_wrap=True)
-                raise typer.Exit(code=3) from None
-            if isinstance(exc, duckdb.IOException) and "No space left on device" in str(exc):
-                err_console.print(
-                    f"[bold red]out of disk space:[/] {str(exc).splitlines()[0]} — DuckDB "
-                    "writes what exceeds \\[engine] memory_limit to "
-                    f"{spill_directory()}: free space there or set TMPDIR to a "
-                    "larger disk (docs/scale.md, sizing notes)", highlight=False, soft_wrap=True)
+            limit = _engine_limit(exc)
+            if limit:
+                err_console.print(f"[bold red]{limit[0]}:[/] {str(exc).splitlines()[0]} — "
+                                  f"{limit[1]} (docs/scale.md, sizing notes)",
+                                  highlight=False, soft_wrap=True)
                 raise typer.Exit(code=3) from None
             err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc} "
                               "(set DISTILLGUARD_DEBUG=1 for the traceback)",

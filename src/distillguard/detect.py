@@ -215,7 +215,7 @@ def _gather_facts(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContex
     inside = linking.within_clusters(ctx.edges, of)
     kind_pairs = pd.DataFrame({k: linking.has_kind(inside["kinds"], k)
                                for k in linking.EDGE_KINDS}).groupby(
-        of.to_numpy()[of.index.get_indexer(inside["src"])]).sum()
+        linking.label_of(of, inside["src"])).sum()
     mb_of = dict(tuple(mb.groupby("cluster", sort=False)))
     infra = inside[linking.has_kind(inside["kinds"], *linking.INFRA_KINDS)]
     infra_ids = linking.endpoints(infra)
