@@ -767,6 +767,39 @@ def test_members_tied_by_content_alone_must_extract() -> None:
         == {"phrasing", "extracting"}
 
 
+def test_members_of_a_pivoting_campaign_show_the_move_themselves() -> None:
+    """A campaign that moved to a new release: its members that moved themselves (their
+    share on the new model in the 24 h after release above everyone else's, at the Wilson
+    bound) carry that behaviour; a member that stayed, or sent too little to tell, does
+    not; without the pivot in the evidence the move shows nothing."""
+    at = datetime(2026, 3, 10)
+    rows = [("m1", "new", 10), ("m2", "new", 9), ("m2", "old", 1), ("stayed", "old", 10),
+            ("light", "new", 1), ("u1", "old", 30), ("u2", "new", 3), ("u2", "old", 27)]
+    xs = pd.DataFrame([(a, m, at + timedelta(hours=1 + i % 20))
+                       for a, m, n in rows for i in range(n)],
+                      columns=["account_id", "model", "ts"])
+    xs.loc[len(xs)] = ["m1", "old", at - timedelta(hours=2)]  # before the release: ignored
+    session = detect.DuckDBSession(duckdb.connect())
+    session.register("xs", xs)
+    members = ["m1", "m2", "stayed", "light"]
+    session.register("members", pd.DataFrame({"account_id": members, "cluster": 0, "csize": 4}))
+    pv = detect._pivots(session, pd.DataFrame({"model": ["new"], "released_at": [at]}))[0]
+    assert (pv.share, pv.ref) == pytest.approx((20 / 31, 3 / 60))
+    moved = detect._member_pivot(pv, members, CFG["campaigns"])
+    assert moved.tolist() == [True, True, False, False]
+    m = pd.DataFrame({"account_id": members, "n_exchanges": 40, "thinking_share": 0.0})
+    facts = campaigns.ClusterFacts(
+        cluster=0, members=m, family_share=0.0,
+        member_family_share=pd.Series(0.0, index=members),
+        synchrony=timing.Synchrony(0, 0, 0, 0), infra_kinds={"payment": 3},
+        vocabulary_pairs=0, pivot=(pv.share, pv.ref), benign_volume_p99=80.0,
+        anomalies={"thinking_share": 0.0}, thresholds={"thinking_share": 0.2},
+        member_pivot=moved)
+    c = CFG["campaigns"]
+    assert detect._member_strength(m, facts, _ev(release_pivot=1.0), c) == [1, 1, 0, 0]
+    assert detect._member_strength(m, facts, _ev(shared_infrastructure=1.0), c) == [0] * 4
+
+
 def test_shared_families_are_the_clusters_own_not_public_ones() -> None:
     """A family every account uses (a public benchmark prompt, a stock phrasing) is not
     the cluster's template even when all its members use it."""

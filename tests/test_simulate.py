@@ -262,3 +262,53 @@ def test_cli_simulate(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "unknown scenario" in bad.output
     neg = runner.invoke(app, ["simulate", "--scale", "0", "--out", str(tmp_path / "y")])
     assert neg.exit_code == 2
+
+
+def _write_corpus(folder: Path, rows: list[dict[str, Any]]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), "utf-8")
+    return folder
+
+
+def test_real_prompts_replace_the_grammar_text(tmp_path: Path) -> None:
+    """With a corpus, campaigns send its distillation prompts of their capabilities and
+    ordinary traffic its organic ones; a capability the corpus has too few of comes from
+    the grammar; the same corpus and seed give the same files."""
+    math = [f"A farmer has {i} hens and buys {i + 3} more. How many hens now?" for i in range(80)]
+    qa = [f"What is the capital of country number {i}?" for i in range(80)]
+    few = [f"Rate answer {i} on a 1-10 scale." for i in range(5)]
+    folder = _write_corpus(tmp_path / "corpus", [
+        *({"text": t, "kind": "distillation", "category": "math"} for t in math),
+        *({"text": t, "kind": "organic", "category": "qa"} for t in qa),
+        *({"text": t, "kind": "distillation", "category": "grading"} for t in few)])
+    summary = generate("small", seed=3, scale=0.05, out=tmp_path / "a", prompts_dir=folder)
+    generate("small", seed=3, scale=0.05, out=tmp_path / "b", prompts_dir=folder)
+    assert summary["prompts"] == str(folder)
+    parts = sorted((tmp_path / "a" / "exchanges").glob("*.parquet"))
+    assert [p.read_bytes() for p in parts] == [
+        p.read_bytes() for p in sorted((tmp_path / "b" / "exchanges").glob("*.parquet"))]
+    c = duckdb.connect()
+    c.execute(f"CREATE VIEW e AS SELECT * FROM read_parquet('{tmp_path}/a/exchanges/*.parquet')")
+    c.execute(f"CREATE VIEW truth AS SELECT * FROM '{tmp_path}/a/truth.parquet'")
+    sent = c.execute("SELECT t.population, e.prompt FROM e JOIN truth t USING (account_id)"
+                     ).fetchall()
+    by_pop: dict[str, set[str]] = {}
+    for pop, prompt in sent:
+        by_pop.setdefault(pop, set()).add(prompt)
+    assert by_pop["cot_reward_harvester"] & set(math)
+    assert not by_pop["casual"] & set(math)
+    assert by_pop["casual"] & set(qa)
+    assert not {p for ps in by_pop.values() for p in ps} & set(few)
+
+
+def test_bad_prompt_corpus_names_the_file_row_and_field(tmp_path: Path) -> None:
+    folder = _write_corpus(tmp_path / "corpus", [
+        {"text": "fine", "kind": "organic", "category": "qa"},
+        {"text": "odd", "kind": "scraped", "category": "qa"}])
+    res = CliRunner().invoke(app, ["simulate", "--scale", "0.02", "--out", str(tmp_path / "o"),
+                                   "--prompts", str(folder)])
+    assert res.exit_code == 2
+    assert "prompts.jsonl" in res.output and "row 2" in res.output and "'kind'" in res.output
+    empty = CliRunner().invoke(app, ["simulate", "--scale", "0.02", "--out",
+                                     str(tmp_path / "p"), "--prompts", str(tmp_path)])
+    assert empty.exit_code == 2 and "no *.jsonl" in empty.output

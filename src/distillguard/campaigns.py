@@ -186,6 +186,8 @@ class ClusterFacts:
     # Members with a shared-infrastructure link to another member (the others are tied to
     # the cluster by content alone).
     infra_linked: frozenset[str] = frozenset()
+    # Per member: whether it moved to the release of `pivot` itself (None: no release).
+    member_pivot: pd.Series | None = None
 
 
 def _weighted(members: pd.DataFrame, col: str) -> float:

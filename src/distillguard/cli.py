@@ -242,6 +242,9 @@ def simulate(
     seed: int = typer.Option(0, "--seed", help="Same scenario, seed and scale: same bytes."),
     scale: float = typer.Option(1.0, "--scale", help="Multiplies account counts and volume."),
     out: Path = typer.Option(..., "--out", help="Directory to write the contract files into."),
+    prompts_dir: Path = typer.Option(
+        None, "--prompts", help="Folder of real prompts (*.jsonl: text, kind, category) to "
+                                "draw text from instead of the grammar (docs/simulator.md)."),
 ) -> None:
     """Write synthetic traffic logs with ground truth (exchanges/, accounts, releases, truth)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -254,7 +257,8 @@ def simulate(
         task = bar.add_task(f"simulating {scenario} (days)", total=None)
         summary = generate(scenario, seed, scale, out,
                            progress=lambda done, total: bar.update(task, completed=done,
-                                                                   total=total))
+                                                                   total=total),
+                           prompts_dir=prompts_dir)
     table = RichTable("population", "operator", "accounts", "exchanges",
                       title=f"distillguard simulate {scenario} (seed {seed}, scale {scale:g})")
     for name, row in summary["by_population"].items():

@@ -119,32 +119,46 @@ def _member_buckets(session: DuckDBSession) -> pd.DataFrame:
     return session.pandas(j.group_by(["cluster", "bucket"]).aggregate(k=j.count()))
 
 
-def _pivots(session: DuckDBSession, members: pd.DataFrame, releases: pd.DataFrame
-            ) -> dict[int, tuple[float, float]]:
-    """Per cluster: share of its traffic on a newly released model in the 24 h after release."""
+@dataclass(frozen=True)
+class _Pivot:
+    """A cluster's move to a newly released model in the 24 h after its release: its share,
+    everyone else's share (the reference), and each member's exchanges in that window."""
+
+    share: float
+    ref: float
+    member_new: pd.Series  # per member account: exchanges on the new model
+    member_total: pd.Series  # per member account: all exchanges in the window
+
+
+def _pivots(session: DuckDBSession, releases: pd.DataFrame) -> dict[int, _Pivot]:
+    """Per cluster of the registered `members`: the release it moved to most (against
+    everyone else), with its members' own counts (a member can show the move itself)."""
     if releases.empty:
         return {}
     xs = session.table("xs")
     mem = session.table("members")
-    out: dict[int, tuple[float, float]] = {}
+    out: dict[int, _Pivot] = {}
     best: dict[int, float] = {}
     for model, at in releases[["model", "released_at"]].itertuples(index=False):
         start = pd.Timestamp(at)
         win = xs.filter((xs.ts >= start.to_pydatetime()) &
                         (xs.ts < (start + pd.Timedelta(hours=24)).to_pydatetime()))
-        j = win.left_join(mem, "account_id")
-        agg = session.pandas(j.group_by(j.cluster).aggregate(
+        j = win.join(mem, "account_id")
+        per = session.pandas(j.group_by(["cluster", "account_id"]).aggregate(
             new=(j.model == model).cast("int64").sum(), total=j.count()))
-        if agg.empty:
+        if per.empty:
             continue
-        others = agg[agg["cluster"].isna()]
-        o_new = float(others["new"].sum())
-        o_tot = float(others["total"].sum())
-        for row in agg.dropna(subset=["cluster"]).itertuples(index=False):
-            share, ref = release_pivot(float(row.new), float(row.total), o_new, o_tot)
-            c = int(row.cluster)
-            if share - ref > best.get(c, -1.0):
-                best[c], out[c] = share - ref, (share, ref)
+        o = win.anti_join(mem, "account_id")
+        others = session.pandas(o.aggregate(new=(o.model == model).cast("int64").sum(),
+                                            total=o.count()))
+        o_new, o_tot = (float(others.at[0, "new"] or 0), float(others.at[0, "total"] or 0))
+        for c, grp in per.groupby("cluster", sort=True):
+            share, ref = release_pivot(float(grp["new"].sum()), float(grp["total"].sum()),
+                                       o_new, o_tot)
+            if share - ref > best.get(int(c), -1.0):
+                best[int(c)] = share - ref
+                g = grp.set_index("account_id")
+                out[int(c)] = _Pivot(share, ref, g["new"], g["total"])
     return out
 
 
@@ -210,7 +224,7 @@ def _gather_facts(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContex
     else:
         member_fam, cluster_fam = pd.Series(dtype=float), pd.Series(dtype=float)
     mb, profile = _member_buckets(session), ctx.bucket_profile(session)
-    pivots = _pivots(session, members, ctx.releases)
+    pivots = _pivots(session, ctx.releases)
     of = members.set_index("account_id")["cluster"]
     inside = linking.within_clusters(ctx.edges, of)
     kind_pairs = pd.DataFrame({k: linking.has_kind(inside["kinds"], k)
@@ -234,7 +248,9 @@ def _gather_facts(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContex
                                 m.set_index("account_id")["active_buckets"], profile),
             infra_kinds={k: v for k, v in kinds.items() if k in linking.INFRA_KINDS},
             vocabulary_pairs=kinds.get("vocabulary", 0),
-            pivot=pivots.get(int(cl)), benign_volume_p99=ctx.benign_p99,
+            pivot=(pv.share, pv.ref) if (pv := pivots.get(int(cl))) else None,
+            member_pivot=_member_pivot(pv, ids, cfg["campaigns"]) if pv else None,
+            benign_volume_p99=ctx.benign_p99,
             anomalies=cmp.anomaly(m, thresholds, int(cfg["campaigns"]["min_accounts"]),
                                   _pooled(cfg["campaigns"])),
             thresholds=thresholds, infra_linked=frozenset(infra_ids.intersection(ids)))
@@ -574,6 +590,19 @@ def _final_campaigns(session: DuckDBSession, groups: pd.DataFrame, floor: pd.Ser
     return sorted(out, key=lambda x: x["campaign_id"])
 
 
+def _member_pivot(pv: _Pivot, ids: list[str], c: dict[str, Any]) -> pd.Series:
+    """Per member: whether it moved to the new model itself: its exchanges on it in the 24 h
+    after release are more than everyone else's share makes likely (exact binomial tail
+    below the one-sided level of `member_z`; a day holds few exchanges per account, too few
+    for the Wilson bound: 1 of 1 is 5 % likely at a reference of 5 %)."""
+    from scipy.stats import binom, norm
+
+    new = pv.member_new.reindex(ids).fillna(0).to_numpy(dtype=float)
+    total = pv.member_total.reindex(ids).fillna(0).to_numpy(dtype=float)
+    tail = binom.sf(new - 1, total, min(max(pv.ref, 0.0), 1.0))
+    return pd.Series((new > 0) & (tail < norm.sf(float(c["member_z"]))), index=ids)
+
+
 def _shows(m: pd.DataFrame, facts: cmp.ClusterFacts, ev: list[cmp.Evidence],
            c: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """Per member: whether it shows one of the campaign's unusual behaviours, and whether
@@ -582,7 +611,8 @@ def _shows(m: pd.DataFrame, facts: cmp.ClusterFacts, ev: list[cmp.Evidence],
     pooled with the members that lean the same way: `cmp.above`), or, when it also
     exceeds it on a supporting behaviour (proxy rotation), at its point estimate: two
     indications together. Rotation alone shows nothing (a reseller's customers arrive
-    through the same rotating networks as its distiller)."""
+    through the same rotating networks as its distiller). Where the campaign moved to a
+    new release, a member that itself moved (`_member_pivot`) shows that."""
     strong = {e.name[len("unusual_"):] for e in ev
               if e.strength > 0 and e.name.startswith("unusual_")} & set(facts.thresholds)
     supporting = strong & set(c["supporting_behaviours"])
@@ -596,6 +626,9 @@ def _shows(m: pd.DataFrame, facts: cmp.ClusterFacts, ev: list[cmp.Evidence],
         shows |= hit
         if dim in c["content_behaviours"]:
             content |= hit
+    if facts.member_pivot is not None and any(
+            e.name == "release_pivot" and e.strength > 0 for e in ev):
+        shows |= facts.member_pivot.reindex(m["account_id"]).fillna(False).to_numpy(dtype=bool)
     return shows, content
 
 

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from distillguard.contract import CAPABILITIES
 from distillguard.errors import InputError
-from distillguard.simulate import prompts
+from distillguard.simulate import corpus, prompts
 from distillguard.simulate.accounts import AccountBuilder, Accounts, accounts_table
 from distillguard.simulate.grammar import load
 from distillguard.simulate.populations import NEW_MODEL, ORGANIC_MIX, POPULATIONS, RELEASED_BEFORE
@@ -52,8 +52,12 @@ def _releases(spec: Scenario, start_us: int) -> pa.Table:
 
 
 def generate(scenario: str, seed: int, scale: float, out: Path,
-             progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """Write the scenario's files into `out` and return counts (see docs/simulator.md)."""
+             progress: Callable[[int, int], None] | None = None,
+             prompts_dir: Path | None = None) -> dict[str, Any]:
+    """Write the scenario's files into `out` and return counts (see docs/simulator.md).
+
+    `prompts_dir`: a corpus of real prompts to draw text from (simulate/corpus.py).
+    """
     started = time.perf_counter()
     if seed < 0:
         raise InputError(f"--seed must be >= 0, got {seed}")
@@ -61,10 +65,11 @@ def generate(scenario: str, seed: int, scale: float, out: Path,
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError("output path exists and is not a directory", file=str(out))
+    real = corpus.load(prompts_dir) if prompts_dir is not None else None
     grammar = load()
     system_texts, system_index = prompts.system_prompts(grammar, seed)
     acc = AccountBuilder(spec, seed, system_index).build()
-    bank = prompts.build(grammar, seed, acc.styles, _expected(acc))
+    bank = prompts.build(grammar, seed, acc.styles, _expected(acc), real)
 
     start_us = spec.start_us
     system = pa.array(system_texts, pa.string())
@@ -100,6 +105,7 @@ def generate(scenario: str, seed: int, scale: float, out: Path,
     pop_accounts = np.bincount(acc.a["pop"], minlength=len(acc.populations))
     return {
         "scenario": scenario, "seed": seed, "scale": scale, "days": spec.days,
+        "prompts": None if prompts_dir is None else str(prompts_dir),
         "accounts": acc.n, "attacking_accounts": int(pop_accounts[attacker].sum()),
         "exchanges": rows, "attacking_exchanges": int(by_pop[attacker].sum()),
         "parts": writer.parts,

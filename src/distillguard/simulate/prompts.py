@@ -4,6 +4,8 @@ A *style* is how a set of accounts writes: `organic` (everyone's ordinary traffi
 `distill:<population>` style per campaign (its own subset of elicitation frames, so a
 campaign's prompts share skeletons while slots and paraphrases vary), the shared public
 `harness` benchmark, an enterprise `batch:<k>` template and a lab's `coursework:<gid>`.
+With a corpus of real prompts (`simulate --prompts`), campaigns draw from its distillation
+prompts and ordinary traffic from its organic ones wherever it has enough of a capability.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ import pyarrow as pa
 
 from distillguard.contract import CAPABILITIES
 from distillguard.simulate.accounts import stable_int
+from distillguard.simulate.corpus import Corpus
 from distillguard.simulate.grammar import Grammar
 from distillguard.simulate.populations import POPULATIONS
 
 HARNESS_TASKS = {"reasoning_math": "organic", "coding": "organic", "knowledge_qa": "harness"}
 SYSTEM_KINDS = {"app": (0, 1, 2), "generic": (3, 5, 6), "ide": (4,), "tutor": (7,)}
 N_APP_PROMPTS = 400
+MIN_REAL = 50  # fewer real prompts of a capability than this: the grammar writes it
 
 
 def system_prompts(grammar: Grammar, seed: int) -> tuple[list[str], dict[str, list[int]]]:
@@ -95,8 +99,25 @@ def _size(style: str, expected: float) -> int:
     return int(np.clip(expected / per, lo, hi))
 
 
-def build(grammar: Grammar, seed: int, styles: list[str], expected: np.ndarray) -> PromptBank:
-    """Render every (style, category) pool with expected traffic; `expected` is styles x 9."""
+def _real(corpus: Corpus | None, style: str, category: str, rng: random.Random) -> list[str]:
+    """The corpus's prompts for this pool: a campaign's share of the distillation prompts
+    (its breadth, at least half), or all organic ones; none where it has too few."""
+    kind, _, arg = style.partition(":")
+    if corpus is None or kind not in ("organic", "distill"):
+        return []
+    texts = corpus["organic" if kind == "organic" else "distillation"].get(category, [])
+    if len(texts) < MIN_REAL:
+        return []
+    return texts if kind == "organic" else _subset(rng, texts, max(POPULATIONS[arg].breadth, .5), 3)
+
+
+def build(grammar: Grammar, seed: int, styles: list[str], expected: np.ndarray,
+          corpus: Corpus | None = None) -> PromptBank:
+    """Render every (style, category) pool with expected traffic; `expected` is styles x 9.
+
+    With a corpus, a campaign's pool is its real prompts alone; an organic pool is all real
+    organic prompts, topped up by the grammar to the usual size so prompts recur as often.
+    """
     matrix = np.full((len(styles), len(CAPABILITIES)), -1, dtype=np.int64)
     chunks: list[pa.Array] = []
     offsets, lengths = [], []
@@ -107,9 +128,12 @@ def build(grammar: Grammar, seed: int, styles: list[str], expected: np.ndarray) 
             if expected[s, c] <= 0 and style != "organic":
                 continue
             rng = random.Random(stable_int(seed, "pool", style, category))
+            real = _real(corpus, style, category, rng)
+            size = 0 if style.startswith("distill") and real else _size(style, expected[s, c])
             frames, tasks, lead_ins, tails = _recipe(grammar, style, category, rng)
-            templates[f"{style}/{category}"] = len(frames) * len(tasks)
-            pool = grammar.render(frames, tasks, _size(style, expected[s, c]), rng, lead_ins, tails)
+            templates[f"{style}/{category}"] = len(real) or len(frames) * len(tasks)
+            pool = real + grammar.render(frames, tasks, max(0, size - len(real)), rng,
+                                         lead_ins, tails)
             matrix[s, c] = len(offsets)
             offsets.append(total)
             lengths.append(len(pool))
