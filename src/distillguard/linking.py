@@ -40,6 +40,10 @@ ACCOUNT_KINDS = ("payment", "email_domain", "signup_ip", "signup_burst", "org")
 # integer per edge: millions of edges at provider scale, where a list of names per edge
 # cost the driver hundreds of megabytes); `kind_bit` and `kind_lists` convert.
 EDGE_KINDS = INFRA_KINDS + CONTENT_KINDS + ("vocabulary",)
+# Edge weights are rounded to this many decimals: the engine sums floating-point
+# contributions in whatever order its threads meet them, and the last bit of a sum must
+# not differ between two runs over the same input.
+WEIGHT_DECIMALS = 9
 
 
 def kind_bit(kind: str) -> int:
@@ -247,9 +251,11 @@ def _vocabulary(pairs: ir.Table, fam: ir.Table, total_exchanges: float,
 def _edge_table(per: ir.Table, lk: dict[str, Any]) -> ir.Table:
     """(src, dst, weight, kinds) from per-kind pair weights (src, dst, kbit, w) of integer
     account ids, one row per pair and kind; `kinds` is the bit mask of the pair's kinds
-    (`kind_bit`): distinct bits, so their sum (Spark's Ibis compiler has no bit_or)."""
+    (`kind_bit`): distinct bits, so their sum (Spark's Ibis compiler has no bit_or). The
+    weight is rounded (`WEIGHT_DECIMALS`) so that it does not depend on summation order."""
     per = per.filter(per.w >= float(lk["min_kind_weight"]))
-    edges = per.group_by(["src", "dst"]).aggregate(weight=per.w.sum(), kinds=per.kbit.sum())
+    edges = per.group_by(["src", "dst"]).aggregate(weight=per.w.sum().round(WEIGHT_DECIMALS),
+                                                   kinds=per.kbit.sum())
     return edges.filter(edges.weight >= float(lk["min_edge_weight"]))
 
 
