@@ -782,8 +782,8 @@ def test_members_of_a_pivoting_campaign_show_the_move_themselves() -> None:
     session = detect.DuckDBSession(duckdb.connect())
     session.register("xs", xs)
     members = ["m1", "m2", "stayed", "light"]
-    session.register("members", pd.DataFrame({"account_id": members, "cluster": 0, "csize": 4}))
-    pv = detect._pivots(session, pd.DataFrame({"model": ["new"], "released_at": [at]}))[0]
+    counts = detect._release_counts(session, pd.DataFrame({"model": ["new"], "released_at": [at]}))
+    pv = detect._pivots(counts, pd.DataFrame({"account_id": members, "cluster": 0}))[0]
     assert (pv.share, pv.ref) == pytest.approx((20 / 31, 3 / 60))
     moved = detect._member_pivot(pv, members, CFG["campaigns"])
     assert moved.tolist() == [True, True, False, False]

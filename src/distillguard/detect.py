@@ -130,35 +130,40 @@ class _Pivot:
     member_total: pd.Series  # per member account: all exchanges in the window
 
 
-def _pivots(session: DuckDBSession, releases: pd.DataFrame) -> dict[int, _Pivot]:
-    """Per cluster of the registered `members`: the release it moved to most (against
-    everyone else), with its members' own counts (a member can show the move itself)."""
-    if releases.empty:
-        return {}
+def _release_counts(session: DuckDBSession, releases: pd.DataFrame) -> pd.DataFrame:
+    """(model, account_id, new, total): each account's exchanges in the 24 h after each
+    release, and how many of them went to the released model. One engine pass per
+    release per run; every group measured later is counted from it."""
     xs = session.table("xs")
-    mem = session.table("members")
-    out: dict[int, _Pivot] = {}
-    best: dict[int, float] = {}
+    frames = [pd.DataFrame({"model": pd.Series(dtype=str), "account_id": pd.Series(dtype=str),
+                            "new": pd.Series(dtype="int64"), "total": pd.Series(dtype="int64")})]
     for model, at in releases[["model", "released_at"]].itertuples(index=False):
         start = pd.Timestamp(at)
         win = xs.filter((xs.ts >= start.to_pydatetime()) &
                         (xs.ts < (start + pd.Timedelta(hours=24)).to_pydatetime()))
-        j = win.join(mem, "account_id")
-        per = session.pandas(j.group_by(["cluster", "account_id"]).aggregate(
-            new=(j.model == model).cast("int64").sum(), total=j.count()))
-        if per.empty:
+        frames.append(session.pandas(win.group_by("account_id").aggregate(
+            new=(win.model == model).cast("int64").sum(), total=win.count())).assign(model=model))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _pivots(counts: pd.DataFrame, members: pd.DataFrame) -> dict[int, _Pivot]:
+    """Per cluster of `members`: the release it moved to most (against everyone else),
+    with its members' own counts (a member can show the move itself)."""
+    out: dict[int, _Pivot] = {}
+    best: dict[int, float] = {}
+    for _, c in counts.groupby("model", sort=False):  # in the order of the releases
+        inside = c.merge(members[["account_id", "cluster"]], on="account_id")
+        if inside.empty:
             continue
-        o = win.anti_join(mem, "account_id")
-        others = session.pandas(o.aggregate(new=(o.model == model).cast("int64").sum(),
-                                            total=o.count()))
-        o_new, o_tot = (float(others.at[0, "new"] or 0), float(others.at[0, "total"] or 0))
-        for c, grp in per.groupby("cluster", sort=True):
+        rest = c[~c["account_id"].isin(members["account_id"])]
+        o_new, o_tot = float(rest["new"].sum()), float(rest["total"].sum())
+        for cl, grp in inside.groupby("cluster", sort=True):
             share, ref = release_pivot(float(grp["new"].sum()), float(grp["total"].sum()),
                                        o_new, o_tot)
-            if share - ref > best.get(int(c), -1.0):
-                best[int(c)] = share - ref
+            if share - ref > best.get(int(cl), -1.0):
+                best[int(cl)] = share - ref
                 g = grp.set_index("account_id")
-                out[int(c)] = _Pivot(share, ref, g["new"], g["total"])
+                out[int(cl)] = _Pivot(share, ref, g["new"], g["total"])
     return out
 
 
@@ -197,6 +202,13 @@ class _FactContext:
             self._cache[key] = cmp.reference_thresholds(self.feats, w, self.quantile)
         return self._cache[key]
 
+    def release_counts(self, session: DuckDBSession) -> pd.DataFrame:
+        """Per release and account, exchanges in the 24 h after it (`_release_counts`),
+        once per run."""
+        if self._releases is None:
+            self._releases = _release_counts(session, self.releases)
+        return self._releases
+
     def bucket_profile(self, session: DuckDBSession) -> pd.Series:
         """Accounts active per time bucket over all accounts, the synchrony null model's
         activity profile: one scan of the exchanges per run, not per measurement."""
@@ -209,6 +221,7 @@ class _FactContext:
     def __post_init__(self) -> None:
         self._cache: dict[tuple[bool, tuple[str, ...]], dict[str, float]] = {}
         self._profile: pd.Series | None = None
+        self._releases: pd.DataFrame | None = None
 
 
 def _gather_facts(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContext,
@@ -224,7 +237,7 @@ def _gather_facts(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContex
     else:
         member_fam, cluster_fam = pd.Series(dtype=float), pd.Series(dtype=float)
     mb, profile = _member_buckets(session), ctx.bucket_profile(session)
-    pivots = _pivots(session, ctx.releases)
+    pivots = _pivots(ctx.release_counts(session), members)
     of = members.set_index("account_id")["cluster"]
     inside = linking.within_clusters(ctx.edges, of)
     kind_pairs = pd.DataFrame({k: linking.has_kind(inside["kinds"], k)
