@@ -101,3 +101,24 @@ def test_missing_optional_columns_degrade_gracefully(scenario: Path, tmp_path: P
     assert "cot_elicitation" in skipped and "template_family" in skipped
     assert "prompt" in skipped["cot_elicitation"]
     assert (out / "accounts.parquet").exists()
+
+
+SHARED_PROMPTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "prompts"
+
+
+@pytest.mark.skipif(not SHARED_PROMPTS.is_dir(), reason="shared prompt test set not present")
+def test_real_prompt_text_keeps_precision(tmp_path: Path) -> None:
+    """The same scenario with real public prompts instead of the grammar's text (docs/
+    detection.md, "Real prompt text"): no rule was tuned on this text. Floors under the
+    measured 1.000 / 0.763 / 0.823; the low-and-slow evader is not found here (0 of 25),
+    the known weak case."""
+    sim = tmp_path / "sim"
+    generate("small", 3, 0.5, sim, prompts_dir=SHARED_PROMPTS)
+    run_detection([sim / "exchanges"], tmp_path / "run", config.load(),
+                  accounts=[sim / "accounts.parquet"], releases=[sim / "releases.parquet"])
+    det = evaluate_run(sim / "truth.parquet", tmp_path / "run")["systems"]["detector"]
+    assert det["precision"] >= 0.97
+    assert det["recall"] >= 0.7
+    assert det["ari"] >= 0.75
+    found = det["recall_by_operator"]
+    assert found["cot-harvester"]["recall"] == found["hydra-harvester"]["recall"] == 1.0
