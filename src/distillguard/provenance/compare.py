@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from distillguard.errors import InputError
-from distillguard.provenance.corpus import read_jsonl
+from distillguard.jsonl import read_jsonl
 
 _WORD = re.compile(r"\w+")
 #: Exact enumeration up to this many relabelings; Monte Carlo (seeded) above.

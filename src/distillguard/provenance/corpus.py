@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from distillguard.errors import InputError
+from distillguard.jsonl import read_jsonl
 from distillguard.provenance.score import Sample
 
 
@@ -46,23 +46,6 @@ def load_generator(path: Path) -> Generator:
                 if isinstance(text_cfg.get(k), int)}
     return Generator(tokenizer=tokenizer, vocab_size=int(text_cfg["vocab_size"]),
                      special_ids=frozenset(special))
-
-
-def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(row number, object) for each non-empty line; bad JSON is an InputError."""
-    if not Path(path).is_file():
-        raise InputError("file not found", file=str(path))
-    with Path(path).open(encoding="utf-8") as handle:
-        for row_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"invalid JSON: {exc.msg}", file=str(path), row=row_no) from exc
-            if not isinstance(row, dict):
-                raise InputError("each line must be a JSON object", file=str(path), row=row_no)
-            yield row_no, row
 
 
 def _ids(tokenizer: Any, row: dict[str, Any], name: str, path: Path, row_no: int,

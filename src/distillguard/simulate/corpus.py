@@ -10,10 +10,11 @@ accounts, timing and networks stay the simulator's. Nothing is downloaded or shi
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Any
 
 from distillguard.errors import InputError
+from distillguard.jsonl import read_jsonl
 
 KINDS = ("organic", "distillation")
 
@@ -35,23 +36,14 @@ def load(folder: Path) -> Corpus:
         raise InputError("no *.jsonl prompt files here", file=str(folder))
     corpus: Corpus = {kind: {} for kind in KINDS}
     for path in files:
-        with path.open(encoding="utf-8") as lines:
-            for row, line in enumerate(lines, start=1):
-                if not line.strip():
-                    continue
-                text, kind, category = _fields(line, path, row)
-                corpus[kind].setdefault(CATEGORY[category], []).append(text)
+        for row, record in read_jsonl(path):
+            text, kind, category = _fields(record, path, row)
+            corpus[kind].setdefault(CATEGORY[category], []).append(text)
     return corpus
 
 
-def _fields(line: str, path: Path, row: int) -> tuple[str, str, str]:
+def _fields(record: dict[str, Any], path: Path, row: int) -> tuple[str, str, str]:
     """(text, kind, category) of one line, or an error naming the file, row and field."""
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not JSON ({exc.msg})", file=str(path), row=row) from None
-    if not isinstance(record, dict):
-        raise InputError("not a JSON object", file=str(path), row=row)
     text, kind, category = record.get("text"), record.get("kind"), record.get("category")
     if not isinstance(text, str) or not text.strip():
         raise InputError("needs a non-empty string", file=str(path), row=row, column="text")
