@@ -167,6 +167,19 @@ def _pivots(counts: pd.DataFrame, members: pd.DataFrame) -> dict[int, _Pivot]:
     return out
 
 
+def _member_pivot(pv: _Pivot, ids: list[str], c: dict[str, Any]) -> pd.Series:
+    """Per member: whether it moved to the new model itself: its exchanges on it in the 24 h
+    after release are more than everyone else's share makes likely (exact binomial tail
+    below the one-sided level of `member_z`; a day holds few exchanges per account, too few
+    for the Wilson bound: 1 of 1 is 5 % likely at a reference of 5 %)."""
+    from scipy.stats import binom, norm
+
+    new = pv.member_new.reindex(ids).fillna(0).to_numpy(dtype=float)
+    total = pv.member_total.reindex(ids).fillna(0).to_numpy(dtype=float)
+    tail = binom.sf(new - 1, total, min(max(pv.ref, 0.0), 1.0))
+    return pd.Series((new > 0) & (tail < norm.sf(float(c["member_z"]))), index=ids)
+
+
 def _account_context(session: DuckDBSession, account_cols: set[str]) -> pd.DataFrame:
     cols = [c for c in ("verification_path", "created_at", "allowlisted") if c in account_cols]
     if not cols:
@@ -601,19 +614,6 @@ def _final_campaigns(session: DuckDBSession, groups: pd.DataFrame, floor: pd.Ser
         out.append({"campaign_id": cid, "score": round(sc, 6), "account_ids": keep,
                     "_evidence": ev})
     return sorted(out, key=lambda x: x["campaign_id"])
-
-
-def _member_pivot(pv: _Pivot, ids: list[str], c: dict[str, Any]) -> pd.Series:
-    """Per member: whether it moved to the new model itself: its exchanges on it in the 24 h
-    after release are more than everyone else's share makes likely (exact binomial tail
-    below the one-sided level of `member_z`; a day holds few exchanges per account, too few
-    for the Wilson bound: 1 of 1 is 5 % likely at a reference of 5 %)."""
-    from scipy.stats import binom, norm
-
-    new = pv.member_new.reindex(ids).fillna(0).to_numpy(dtype=float)
-    total = pv.member_total.reindex(ids).fillna(0).to_numpy(dtype=float)
-    tail = binom.sf(new - 1, total, min(max(pv.ref, 0.0), 1.0))
-    return pd.Series((new > 0) & (tail < norm.sf(float(c["member_z"]))), index=ids)
 
 
 def _shows(m: pd.DataFrame, facts: cmp.ClusterFacts, ev: list[cmp.Evidence],
