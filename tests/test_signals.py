@@ -737,6 +737,26 @@ def test_proxy_rotation_picks_members_only_with_another_behaviour() -> None:
     assert detect._member_strength(m, facts, ev, CFG["campaigns"]) == [1.0, 1.0, 0.0, 0.0]
 
 
+def test_rotating_members_count_at_their_point_estimate_in_the_evidence() -> None:
+    """A low-and-slow operator's accounts each lean toward extraction prompts, too few to
+    clear the Wilson bound alone, while each rotates through dozens of networks: the two
+    indications together count in the cluster's evidence, as they do for membership. The
+    same leaning without rotation, or rotation without leaning, does not."""
+    m = pd.DataFrame({"account_id": ["r1", "r2", "r3", "home"], "n_exchanges": 75,
+                      "extraction_share": [0.08, 0.08, 0.08, 0.08],
+                      "n_asns": [30, 30, 30, 2]})
+    thresholds = {"extraction_share": 0.05, "n_asns": 8}
+    c = CFG["campaigns"]
+    assert campaigns.anomaly(m, thresholds, 3, detect._pooled(c))["extraction_share"] == 0.0
+    got = detect._anomalies(m, thresholds, c)
+    assert got["extraction_share"] == pytest.approx(0.75)
+    assert got["n_asns"] == pytest.approx(0.75)
+    plain = detect._anomalies(m.assign(n_asns=2), thresholds, c)
+    assert plain["extraction_share"] == plain["n_asns"] == 0.0
+    quiet = detect._anomalies(m.assign(extraction_share=0.0), thresholds, c)
+    assert quiet["extraction_share"] == 0.0
+
+
 def test_members_tied_by_content_alone_must_extract() -> None:
     """A solo developer pulled into a campaign by shared phrasings alone thinks a lot as
     all its peers do: that does not make it a member. The same habit with a shared card,

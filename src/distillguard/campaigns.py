@@ -151,19 +151,25 @@ def above(members: pd.DataFrame, thresholds: dict[str, float], dim: str,
 
 
 def anomaly(members: pd.DataFrame, thresholds: dict[str, float],
-            min_members: int = 1, pooled: dict[str, Pool] | None = None
+            min_members: int = 1, pooled: dict[str, Pool] | None = None,
+            rotating: np.ndarray | None = None, supporting: frozenset[str] = frozenset()
             ) -> dict[str, float]:
     """Per behaviour, the share of the cluster's traffic sent by members above the reference
     threshold (`above`, pooled for the behaviours in `pooled`; traffic-weighted, so a
     distiller hiding in a pool of customers still shows); 0 unless at least `min_members`
     members are above it: a campaign is several accounts doing the unusual thing, not one
-    or two heavy users of an ordinary product."""
+    or two heavy users of an ordinary product. `rotating` marks the members above the
+    reference on a `supporting` behaviour (proxy rotation): on the other behaviours they
+    count at their point estimate, two indications together (the rule that makes them
+    members, `detect._shows`)."""
     n = members["n_exchanges"].to_numpy(dtype=float)
     total = max(n.sum(), 1.0)
     out = {}
     for d in thresholds:
         if d in members:
             hit = above(members, thresholds, d, pool=(pooled or {}).get(d))
+            if rotating is not None and d not in supporting:
+                hit |= rotating & above(members, thresholds, d, 0.0)
             out[d] = float(n[hit].sum() / total) if hit.sum() >= min_members else 0.0
     return out
 

@@ -277,8 +277,7 @@ def _gather_facts(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContex
             pivot=(pv.share, pv.ref) if (pv := pivots.get(int(cl))) else None,
             member_pivot=_member_pivot(pv, ids, cfg["campaigns"]) if pv else None,
             benign_volume_p99=ctx.benign_p99,
-            anomalies=cmp.anomaly(m, thresholds, int(cfg["campaigns"]["min_accounts"]),
-                                  _pooled(cfg["campaigns"])),
+            anomalies=_anomalies(m, thresholds, cfg["campaigns"]),
             thresholds=thresholds, infra_linked=frozenset(infra_ids.intersection(ids)))
     return out
 
@@ -420,7 +419,7 @@ def _campaign_pass(session: DuckDBSession, membership: pd.DataFrame, ctx: _FactC
         clusters = clusters[clusters["cluster"].isin(
             [cl for cl, g in clusters.groupby("cluster") if _can_stand_out(
                 ctx, sorted(g["account_id"]),
-                tuple(b for b in behaviours if b not in c["supporting_behaviours"]), min_n, c)])]
+                tuple(b for b in behaviours if b not in c["supporting_behaviours"]), c)])]
     eligible = _linked_by(clusters, ctx.edges, link_kind) if link_kind else None
     cores = []
     for facts, ev, sc in scored(clusters):
@@ -447,11 +446,10 @@ def _campaign_pass(session: DuckDBSession, membership: pd.DataFrame, ctx: _FactC
 
 
 def _can_stand_out(ctx: _FactContext, ids: list[str], behaviours: tuple[str, ...],
-                   min_n: int, c: dict[str, Any]) -> bool:
-    """Whether at least `min_n` of these members exceed the reference on one behaviour
-    (the anomaly evidence is 0 otherwise)."""
-    found = cmp.anomaly(ctx.feats.loc[ids].reset_index(), ctx.thresholds(ids), min_n,
-                        _pooled(c))
+                   c: dict[str, Any]) -> bool:
+    """Whether at least `min_accounts` of these members exceed the reference on one
+    behaviour (the anomaly evidence is 0 otherwise)."""
+    found = _anomalies(ctx.feats.loc[ids].reset_index(), ctx.thresholds(ids), c)
     return any(found.get(d, 0.0) > 0 for d in behaviours)
 
 
@@ -524,9 +522,8 @@ def _attach(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContext,
     for cl, rows in h.groupby("cluster"):
         ids = sorted(groups.loc[groups["cluster"] == cl, "account_id"])
         thresholds = ctx.thresholds(ids)
-        unusual = [d for d, v in cmp.anomaly(ctx.feats.loc[ids].reset_index(), thresholds,
-                                             int(c["min_accounts"]), _pooled(c)).items()
-                   if v > c["anomaly_floor"]]
+        unusual = [d for d, v in _anomalies(ctx.feats.loc[ids].reset_index(), thresholds,
+                                            c).items() if v > c["anomaly_floor"]]
         cands = ctx.feats.loc[rows["account_id"]].reset_index()  # in the order of rows
         linked = rows["linked"].to_numpy(dtype=bool)
         infra = linked & (rows["infra"].to_numpy() > 0)
@@ -652,6 +649,16 @@ def _pooled(c: dict[str, Any]) -> dict[str, cmp.Pool]:
         return {}
     pool = cmp.Pool(int(c["pool_min_hits"]), int(c["pool_max_exchanges"]))
     return dict.fromkeys(c["pooled_behaviours"], pool)
+
+
+def _anomalies(m: pd.DataFrame, thresholds: dict[str, float], c: dict[str, Any]
+               ) -> dict[str, float]:
+    """The cluster's behaviour evidence (`cmp.anomaly`), members that rotate proxies
+    counting at their point estimate on the other behaviours."""
+    supporting = frozenset(c["supporting_behaviours"])
+    measured = {d for d in supporting if d in thresholds and d in m}  # absent without IPs
+    return cmp.anomaly(m, thresholds, int(c["min_accounts"]), _pooled(c),
+                       rotating=_rotates(m, thresholds, measured, c), supporting=supporting)
 
 
 def _rotates(m: pd.DataFrame, thresholds: dict[str, float], supporting: set[str],
