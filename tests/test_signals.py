@@ -788,10 +788,11 @@ def test_members_tied_by_content_alone_must_extract() -> None:
 
 
 def test_members_of_a_pivoting_campaign_show_the_move_themselves() -> None:
-    """A campaign that moved to a new release: its members that moved themselves (their
-    share on the new model in the 24 h after release above everyone else's, at the Wilson
-    bound) carry that behaviour; a member that stayed, or sent too little to tell, does
-    not; without the pivot in the evidence the move shows nothing."""
+    """A campaign that moved to a new release and stands out on another behaviour: its
+    members that moved themselves (more exchanges on the new model in the 24 h after
+    release than everyone else's share makes likely) carry that behaviour; a member that
+    stayed, or sent too little to tell, does not; without the pivot in the evidence, or
+    with the pivot alone, the move makes no member."""
     at = datetime(2026, 3, 10)
     rows = [("m1", "new", 10), ("m2", "new", 9), ("m2", "old", 1), ("stayed", "old", 10),
             ("light", "new", 1), ("u1", "old", 30), ("u2", "new", 3), ("u2", "old", 27)]
@@ -816,8 +817,11 @@ def test_members_of_a_pivoting_campaign_show_the_move_themselves() -> None:
         anomalies={"thinking_share": 0.0}, thresholds={"thinking_share": 0.2},
         member_pivot=moved)
     c = CFG["campaigns"]
-    assert detect._member_strength(m, facts, _ev(release_pivot=1.0), c) == [1, 1, 0, 0]
-    assert detect._member_strength(m, facts, _ev(shared_infrastructure=1.0), c) == [0] * 4
+    both = _ev(release_pivot=1.0, unusual_thinking_share=1.0)
+    assert detect._member_strength(m, facts, both, c) == [1, 1, 0, 0]
+    assert detect._member_strength(m, facts, _ev(unusual_thinking_share=1.0), c) == [0] * 4
+    # A move alone: colleagues behind one office address trying the new model on day one.
+    assert detect._member_strength(m, facts, _ev(release_pivot=1.0), c) == [0] * 4
 
 
 def test_shared_families_are_the_clusters_own_not_public_ones() -> None:

@@ -622,7 +622,9 @@ def _shows(m: pd.DataFrame, facts: cmp.ClusterFacts, ev: list[cmp.Evidence],
     exceeds it on a supporting behaviour (proxy rotation), at its point estimate: two
     indications together. Rotation alone shows nothing (a reseller's customers arrive
     through the same rotating networks as its distiller). Where the campaign moved to a
-    new release, a member that itself moved (`_member_pivot`) shows that."""
+    new release and also stands out on another behaviour, a member that itself moved
+    (`_member_pivot`) shows that: a move alone is also how a few colleagues behind one
+    office address adopt a new model on its first day."""
     strong = {e.name[len("unusual_"):] for e in ev
               if e.strength > 0 and e.name.startswith("unusual_")} & set(facts.thresholds)
     supporting = strong & set(c["supporting_behaviours"])
@@ -636,7 +638,7 @@ def _shows(m: pd.DataFrame, facts: cmp.ClusterFacts, ev: list[cmp.Evidence],
         shows |= hit
         if dim in c["content_behaviours"]:
             content |= hit
-    if facts.member_pivot is not None and any(
+    if facts.member_pivot is not None and strong - supporting and any(
             e.name == "release_pivot" and e.strength > 0 for e in ev):
         shows |= facts.member_pivot.reindex(m["account_id"]).fillna(False).to_numpy(dtype=bool)
     return shows, content
