@@ -25,6 +25,10 @@ from typer.testing import CliRunner
 from distillguard.engine.duckdb_engine import connect
 from distillguard.ingest import IngestReport, load_inputs
 
+# --- the project's public prompt test set (tests using it skip when it is absent) -------------
+
+SHARED_PROMPTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "prompts"
+
 # --- input files in every format ------------------------------------------------------------
 
 FORMATS = ("parquet", "jsonl", "jsonl.gz", "csv")

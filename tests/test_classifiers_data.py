@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
+from conftest import SHARED_PROMPTS as DATA
+
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "prompts"
 PER_FILE = 120
 
 # Measured on the sample (bench/classifiers.py --per-file 120).

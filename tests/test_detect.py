@@ -13,6 +13,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import SHARED_PROMPTS
 from distillguard import config
 from distillguard.contract import ACCOUNTS_OUT_COLUMNS, CAMPAIGN_KEYS, CAPABILITIES, INDICATOR_KEYS
 from distillguard.evaluate import evaluate_run
@@ -101,9 +102,6 @@ def test_missing_optional_columns_degrade_gracefully(scenario: Path, tmp_path: P
     assert "cot_elicitation" in skipped and "template_family" in skipped
     assert "prompt" in skipped["cot_elicitation"]
     assert (out / "accounts.parquet").exists()
-
-
-SHARED_PROMPTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "prompts"
 
 
 @pytest.mark.skipif(not SHARED_PROMPTS.is_dir(), reason="shared prompt test set not present")

@@ -14,13 +14,13 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from conftest import SHARED_PROMPTS
 from distillguard.cli import app
 from distillguard.contract import ACCOUNTS, CAPABILITIES, EXCHANGES, RELEASES, TRUTH_COLUMNS, Kind
 from distillguard.simulate import SCENARIOS, generate, scenarios
 from distillguard.simulate.grammar import load
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_PROMPTS = REPO.parent / "shared" / "data" / "prompts"
 ARROW = {Kind.STRING: pa.string(), Kind.INT: pa.int64(), Kind.BOOL: pa.bool_(),
          Kind.TIMESTAMP: pa.timestamp("us", tz="UTC"), Kind.STRING_LIST: pa.list_(pa.string())}
 

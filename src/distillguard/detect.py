@@ -266,6 +266,7 @@ def _gather_facts(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContex
         thresholds = ctx.thresholds(ids)
         kinds = {k: int(v) for k, v in kind_pairs.loc[cl].items() if v} \
             if cl in kind_pairs.index else {}
+        pv = pivots.get(int(cl))
         out[int(cl)] = cmp.ClusterFacts(
             cluster=int(cl), members=m,
             family_share=float(cluster_fam.get(cl, 0.0)),
@@ -274,7 +275,7 @@ def _gather_facts(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContex
                                 m.set_index("account_id")["active_buckets"], profile),
             infra_kinds={k: v for k, v in kinds.items() if k in linking.INFRA_KINDS},
             vocabulary_pairs=kinds.get("vocabulary", 0),
-            pivot=(pv.share, pv.ref) if (pv := pivots.get(int(cl))) else None,
+            pivot=(pv.share, pv.ref) if pv else None,
             member_pivot=_member_pivot(pv, ids, cfg["campaigns"]) if pv else None,
             benign_volume_p99=ctx.benign_p99,
             anomalies=_anomalies(m, thresholds, cfg["campaigns"]),
