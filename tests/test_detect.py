@@ -104,6 +104,74 @@ def test_missing_optional_columns_degrade_gracefully(scenario: Path, tmp_path: P
     assert (out / "accounts.parquet").exists()
 
 
+PROBLEMS = ["A train leaves at 3 pm at 60 km/h; a second leaves at 4 pm at 90 km/h. When does "
+            "the second catch up?", "Find all real x with x^2 - 5x + 6 = 0.",
+            "A shirt costs $40 after a 20% discount. What was the original price?",
+            "How many ways can 5 students sit in a row if two must sit together?",
+            "The sum of three consecutive integers is 72. What are they?",
+            "A tank fills in 6 hours with pipe A and 4 hours with pipe B. How long with both?",
+            "What is the probability of two heads in three coin tosses?",
+            "Simplify (3x^2 y)^2 / (9 x y^3)."]
+
+
+def _with_classroom(scenario: Path, out: Path, students: int = 30) -> set[str]:
+    """The scenario plus a class: students who signed up together on the education path
+    from one campus network, and in each session work through the same problems, each
+    asked step by step (docs/detection.md, "Shared stimulus"). Returns their accounts."""
+    ex = pd.read_parquet(scenario / "exchanges")
+    accounts = pd.read_parquet(scenario / "accounts.parquet")
+    start = ex["ts"].min().normalize() + pd.Timedelta(days=1, hours=14)
+    ids = [f"acct_class{i:03d}" for i in range(students)]
+    acc = pd.DataFrame({"account_id": ids, "created_at": [start + pd.Timedelta(minutes=i)
+                                                          for i in range(students)],
+                        "org_id": None, "email_domain": "students.example.edu",
+                        "payment_fingerprint": None,
+                        "signup_ip": [f"198.51.100.{10 + i}" for i in range(students)],
+                        "signup_asn": 64500, "country": "US",
+                        "verification_path": "education", "allowlisted": False})
+    rows = []
+    for session in range(4):  # twice a week, four problems each
+        t0 = start + pd.Timedelta(days=3.5 * session, minutes=5)
+        for k, problem in enumerate(PROBLEMS[2 * session:2 * session + 4]):
+            for i, a in enumerate(ids):
+                if (i + k + session) % 7 == 0:
+                    continue  # a student who skipped this one
+                rows.append({"ts": t0 + pd.Timedelta(minutes=12 * k + (i * 7) % 11),
+                             "account_id": a, "ip": f"198.51.100.{10 + i % 40}",
+                             "prompt": f"Solve this step by step and explain each step: {problem}"})
+    cls = pd.DataFrame(rows)
+    template = ex.iloc[[0] * len(cls)].reset_index(drop=True)
+    cls = template.assign(exchange_id=[f"ex_class{i:05d}" for i in range(len(cls))],
+                          ts=cls["ts"].to_numpy(), account_id=cls["account_id"],
+                          prompt=cls["prompt"], ip=cls["ip"], asn=64500, org_id=None,
+                          api_key_id=[f"key_{a}" for a in cls["account_id"]],
+                          model="atlas-3", system_prompt=None, n_messages=1,
+                          tool_names=[[] for _ in range(len(cls))], has_image=False,
+                          thinking=False, input_tokens=60, output_tokens=450)
+    (out / "exchanges").mkdir(parents=True)
+    pd.concat([ex, cls], ignore_index=True).to_parquet(out / "exchanges" / "all.parquet")
+    pd.concat([accounts, acc], ignore_index=True).to_parquet(out / "accounts.parquet")
+    return set(ids)
+
+
+def test_a_class_doing_the_same_homework_is_not_a_campaign(scenario: Path,
+                                                           tmp_path: Path) -> None:
+    """Coordinated on every key (sign-up burst, one campus network and domain, the same
+    prompts in the same hour) and asking for step-by-step reasoning like a CoT harvester:
+    what sets a class apart is that its members ask the same questions at once."""
+    students = _with_classroom(scenario, tmp_path / "sim")
+    run_detection([tmp_path / "sim" / "exchanges"], tmp_path / "run", config.load(),
+                  accounts=[tmp_path / "sim" / "accounts.parquet"],
+                  releases=[scenario / "releases.parquet"])
+    acc = pd.read_parquet(tmp_path / "run" / "accounts.parquet").set_index("account_id")
+    assert not acc.loc[sorted(students), "flagged"].any()
+    det = evaluate_run(scenario / "truth.parquet", tmp_path / "run")["systems"]["detector"]
+    assert det["precision"] >= 0.97
+    found = det["recall_by_operator"]
+    assert all(found[op]["recall"] == 1.0 for op in ("cot-harvester", "hydra-harvester",
+                                                     "coding-harvester"))
+
+
 @pytest.mark.skipif(not SHARED_PROMPTS.is_dir(), reason="shared prompt test set not present")
 def test_real_prompt_text_keeps_precision(tmp_path: Path) -> None:
     """The same scenario with real public prompts instead of the grammar's text (docs/

@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from distillguard import campaigns, config, detect, linking
+from distillguard import campaigns, config, detect, features, linking
 from distillguard.contract import EXCHANGES, Kind
 from distillguard.features import SignalPlan, account_features, exchange_features
 from distillguard.signals import text, timing
@@ -88,7 +88,7 @@ def test_signals_without_their_columns_are_skipped(con: ibis.BaseBackend) -> Non
     row = con.execute(x).iloc[0]
     assert pd.notna(row["cot_elicitation"]) and not row["cot_elicitation"]
     assert row["capability"] == "chat_other"
-    account_features(x, present, plan)
+    account_features(x, present, plan, CFG)
     assert {"extraction_cues", "template_reuse"} <= set(plan.skipped)
     assert "volume" in plan.computed
 
@@ -285,7 +285,7 @@ def account_table(con: ibis.BaseBackend) -> pd.DataFrame:
                "input_tokens", "output_tokens", "user_agent"}
     plan = SignalPlan()
     x = exchange_features(t, present, CFG, plan)
-    feats = con.execute(account_features(x, present, plan)).set_index("account_id")
+    feats = con.execute(account_features(x, present, plan, CFG)).set_index("account_id")
     assert not plan.skipped.keys() & ACCOUNT_SIGNALS.keys()
     return feats
 
@@ -297,6 +297,28 @@ def test_account_signal(account_table: pd.DataFrame, name: str) -> None:
             assert account_table.loc[acct, col] == pytest.approx(want), (col, acct)
     if name == "timing_regularity":
         assert pd.isna(account_table.loc["a3", "gap_mean"])  # one exchange: no gap
+
+
+def test_a_shared_stimulus_is_no_accounts_extraction(con: ibis.BaseBackend) -> None:
+    """One step-by-step problem sent by three accounts within the hour is a class's
+    homework, not three harvests; the same problem from one account an hour later, or from
+    only two accounts together, is each account's own."""
+    homework = "Solve 12 * 7 + 5. Explain step by step."
+    rows = [{"account_id": a, "ts": T0 + timedelta(minutes=m), "prompt": homework}
+            for a, m in (("s1", 1), ("s2", 5), ("s3", 20), ("late", 75))]
+    rows += [{"account_id": a, "ts": T0 + timedelta(minutes=m),
+              "prompt": "Think step by step: what is 3 + 4 * 2?"}
+             for a, m in (("p1", 2), ("p2", 3))]
+    rows += [{"account_id": a, "ts": T0 + timedelta(minutes=m), "prompt": "hello"}
+             for a, m in (("s1", 30), ("s2", 31), ("s3", 32))]
+    present = {"prompt"}
+    x = exchange_features(exchanges(con, rows), present, CFG, SignalPlan())
+    marked = con.execute(features.with_shared_stimulus(x, present, CFG))
+    assert marked.groupby("account_id")["shared_stimulus"].sum().to_dict() == {
+        "s1": 1, "s2": 1, "s3": 1, "late": 0, "p1": 0, "p2": 0}
+    feats = con.execute(account_features(x, present, SignalPlan(), CFG)).set_index("account_id")
+    assert feats["extraction_share"].to_dict() == {"s1": 0.0, "s2": 0.0, "s3": 0.0,
+                                                   "late": 1.0, "p1": 1.0, "p2": 1.0}
 
 
 # --- timing -----------------------------------------------------------------------------

@@ -297,7 +297,7 @@ def run(session: DuckDBSession, ingest: IngestReport, cfg: dict[str, Any],
     xs_expr = exchange_features(t, present, cfg, plan)
     xs = session.materialize("xs", xs_expr)
     progress("account behaviour")
-    feats = session.pandas(account_features(xs, present, plan))
+    feats = session.pandas(account_features(xs, present, plan, cfg))
     feats["exchanges_per_active_day"] = feats["n_exchanges"] / feats["active_days"].clip(lower=1)
     ctx = _account_context(session, account_cols)
     feats = feats.merge(ctx, on="account_id", how="left").sort_values("account_id",

@@ -136,10 +136,36 @@ def gaps(x: ir.Table) -> ir.Table:
     return n.mutate(gap_s=(n.ts.epoch_seconds() - prev.epoch_seconds()).cast("float64"))
 
 
-def account_features(x: ir.Table, present: set[str], plan: SignalPlan) -> ir.Table:
+def with_shared_stimulus(x: ir.Table, present: set[str], cfg: dict[str, Any]) -> ir.Table:
+    """`x` with `shared_stimulus`: the exchange elicits extraction (reasoning, grading, a
+    safe rewrite) with a prompt that at least `stimulus_min_accounts` accounts sent, word
+    for word, in the same `stimulus_window_seconds` window.
+
+    A harvester gains nothing from asking one question from several accounts at once; a
+    class working through the same homework problem, a workshop's exercise or a viral
+    prompt does exactly that. Such a burst is one outside stimulus, not each account's own
+    extraction (docs/detection.md, "Shared stimulus")."""
+    if "prompt" not in present:
+        return x.mutate(shared_stimulus=ibis.literal(False))
+    s = cfg["signals"]
+    x = x.mutate(_window=x.ts.epoch_seconds().cast("int64")
+                 // int(s["stimulus_window_seconds"]))
+    ext = x.filter(x.cot_elicitation | x.grading_prompt | x.safe_rewrite)
+    sent = ext.select("prompt_hash", "_window", "account_id").distinct()
+    bursts = sent.group_by(["prompt_hash", "_window"]).aggregate(_senders=sent.count())
+    bursts = bursts.filter(bursts._senders >= int(s["stimulus_min_accounts"]))
+    j = x.left_join(bursts, ["prompt_hash", "_window"])
+    return j.select(*[c for c in x.columns if c != "_window"],
+                    shared_stimulus=j._senders.notnull())
+
+
+def account_features(x: ir.Table, present: set[str], plan: SignalPlan,
+                     cfg: dict[str, Any]) -> ir.Table:
     """One row per account from every registered account signal that can run (signals
-    tagged GAPS aggregate the `gaps` table, the others `x`), columns in registry order."""
+    tagged GAPS aggregate the `gaps` table, the others `x` with its shared stimuli
+    marked), columns in registry order."""
     g = gaps(x)
+    x = with_shared_stimulus(x, present, cfg)
     aggs: dict[bool, dict[str, ir.Scalar]] = {False: {}, True: {}}
     order: list[str] = []
     for name, sig in ACCOUNT_SIGNALS.items():

@@ -31,13 +31,16 @@ def volume(x: ir.Table) -> dict[str, ir.Scalar]:
 
 
 @account_signal("extraction_cues", "Share of the account's exchanges that elicit chain-of-thought, "
-                "request rubric grading, or ask for safe rewrites.", requires=("prompt",))
+                "request rubric grading, or ask for safe rewrites, leaving out shared stimuli "
+                "(the same prompt from several accounts in the same hour: a class's homework, "
+                "a workshop's exercise).", requires=("prompt",))
 def extraction_cues(x: ir.Table) -> dict[str, ir.Scalar]:
+    own = ~x.shared_stimulus
     return {
-        "cot_share": _share(x.cot_elicitation),
-        "grading_share": _share(x.grading_prompt),
-        "safe_rewrite_share": _share(x.safe_rewrite),
-        "extraction_share": _share(x.cot_elicitation | x.grading_prompt | x.safe_rewrite),
+        "cot_share": _share(x.cot_elicitation & own),
+        "grading_share": _share(x.grading_prompt & own),
+        "safe_rewrite_share": _share(x.safe_rewrite & own),
+        "extraction_share": _share((x.cot_elicitation | x.grading_prompt | x.safe_rewrite) & own),
     }
 
 
