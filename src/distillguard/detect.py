@@ -353,7 +353,7 @@ def run(session: DuckDBSession, ingest: IngestReport, cfg: dict[str, Any],
         # extraction-like behaviour: homophily alone (many users of one coding tool share
         # phrasings and stand out in tool use) is not harvesting.
         ctx.edges = edges = linking.combine_edges(edges, vocab)
-        wide = linking.cluster(edges, cfg)
+        wide = linking.cluster(edges, cfg, float(c["vocabulary_resolution"]))
         ctx.leave_out = True
         ctx.leave_out_max_share = float(c["leave_out_max_share"])
         taken = set(acct_rows.index[acct_rows["flagged"]])

@@ -322,8 +322,10 @@ def combine_edges(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"src": m["src"], "dst": m["dst"], "weight": weight, "kinds": kinds})
 
 
-def cluster(edges: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
-    """Leiden communities of the account graph (seeded: same input, same clusters)."""
+def cluster(edges: pd.DataFrame, cfg: dict[str, Any], resolution: float | None = None
+            ) -> pd.DataFrame:
+    """Leiden communities of the account graph (seeded: same input, same clusters), at
+    `resolution` (default: `[linking] leiden_resolution`)."""
     if edges.empty:
         return pd.DataFrame({"account_id": pd.Series(dtype=str),
                              "cluster": pd.Series(dtype="int64")})
@@ -344,7 +346,8 @@ def cluster(edges: pd.DataFrame, cfg: dict[str, Any]) -> pd.DataFrame:
         try:
             part = g.community_leiden(
                 objective_function="modularity", weights="weight",
-                resolution=float(cfg["linking"]["leiden_resolution"]),
+                resolution=float(cfg["linking"]["leiden_resolution"] if resolution is None
+                                 else resolution),
                 n_iterations=int(cfg["linking"]["leiden_iterations"]))
         finally:
             ig.set_random_number_generator(random)
