@@ -51,6 +51,21 @@ COT_PATTERN = (
     r"|think (it |this )?through|let'?s think|think carefully|think out loud"
     r"|reconstruct (your|the) (reasoning|thinking|thought)|<think>|scratchpad"
     r"|before (giving|answering|you answer|the final answer)[^.]{0,40}(reason|think|explain)"
+    r"|logical steps?|each (inference|deduction)|chain of (logic|reasoning|inference)"
+    r"|line of reasoning|reason (carefully|it out|it through|this through|step)"
+    r"|(show|explain|justify) (your|all|all of your|the) (work(ings)?|logic)\b"
+    r"|(your|a|the) (full|complete|detailed|step-by-step) (rationale|derivation)"
+    # The same requests in the languages harvesters also use (the prompts need not be
+    # English): step by step; your reasoning / thought process; reason (verb).
+    r"|paso a paso|passo a passo|passo (dopo|per) passo|étape par étape|pas à pas"
+    r"|schritt für schritt|krok po kroku|adım adım|stap voor stap"
+    r"|(tu|su|seu|teu|tuo|ton|votre|dein|deinen) (razonamiento|raciocínio"
+    r"|ragionamento|raisonnement|gedankengang|denkprozess|proceso de pensamiento)"
+    r"|\b(razona|raciocine|ragiona|raisonne|begründe)\b|pensemos|piensa paso"
+    r"|шаг за шагом|пошагов|по шагам|рассужда|ход (решения|рассуждений|мысли)"
+    r"|一步一步|一步步|逐步|分步|思路|推理过程|思考过程|解题过程|推导过程|详细推导"
+    r"|ステップバイステップ|段階的に|順を追って|推論過程|思考過程|단계별|단계적으로|차근차근"
+    r"|추론 과정|사고 과정"
 )
 GRADING_PATTERN = (
     r"(?i)\brubric\b|\b(score|rate|grade|evaluate|judge|assess)\b (the|this|each|following|a|an"
@@ -59,6 +74,16 @@ GRADING_PATTERN = (
     r"|on a scale (of|from) \d|\[\[rating\]\]|\[\[[ab]\]\]|which (response|answer|assistant|output)"
     r" (is|was) better|reward model|preference (label|judgment)|impartial judge"
     r"|(score|rating) (of|from|between) \d+ (to|and) \d+|\bscore:|rating:"
+    # ... in other languages: which answer is better; rate / score the answer; on a scale.
+    r"|(cuál|qué|qual|quelle|welche) (de las dos |das duas |des deux )?(respuesta|resposta"
+    r"|réponse|antwort) (es|é|est|ist) (la )?(mejor|melhor|meilleure|besser)"
+    r"|compar\w* (las|los|as|os|les) (dos |duas |deux )?(respuestas|respostas|réponses)"
+    r"|(califica|puntúa|evalúa|avalie|évaluez?|notez?|bewerte\w*) (la |a |esta |cette |die "
+    r"|diese )?(respuesta|resposta|réponse|antwort)"
+    r"|(escala|échelle|skala) (del?|von|de) \d|шкал\w* от \d"
+    r"|(какой|какая|который) (из )?(двух )?(ответ|ответов)\w* лучше|сравни\w* (два )?ответ"
+    r"|оцени\w* (ответ|по шкале)|哪个回答更好|哪个答案更好|哪一个更好|评分|打分"
+    r"|どちらの回答|採点|評価してください"
 )
 SAFE_REWRITE_PATTERN = (
     r"(?i)(rewrite|rephrase|reword|reformulate|paraphrase|transform|turn|convert|sanitize)\b"
