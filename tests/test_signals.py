@@ -648,20 +648,25 @@ def _ev(**strengths: float) -> list[campaigns.Evidence]:
 
 def test_content_coordination_supports_only_extraction_behaviour() -> None:
     """Users of one product share its templates and its request shape: shared families
-    with unusual tool use is homophily; the same with unusual extraction prompts, or tool
-    use with shared infrastructure, is a campaign; proxy rotation never stands alone."""
+    with unusual thinking is homophily; the same with unusual extraction prompts, or
+    thinking with shared infrastructure, is a campaign. Proxy rotation and tool use never
+    stand alone: a platform's tenants share its egress and its tool schema."""
     base = {"coordinated_accounts": 1.0, "volume_inside_benign_range": 1.0}
-    homophily = campaigns.score(_ev(shared_template_families=1.0, unusual_tool_share=1.0,
-                                    **base), CFG)[0]
+    homophily = campaigns.score(_ev(shared_template_families=1.0,
+                                    unusual_thinking_share=1.0, **base), CFG)[0]
     extraction = campaigns.score(_ev(shared_template_families=1.0,
                                      unusual_extraction_share=1.0, **base), CFG)[0]
-    infra_tools = campaigns.score(_ev(shared_infrastructure=1.0, unusual_tool_share=1.0,
-                                      **base), CFG)[0]
+    infra_thinking = campaigns.score(_ev(shared_infrastructure=1.0,
+                                         unusual_thinking_share=1.0, **base), CFG)[0]
+    platform = campaigns.score(_ev(shared_infrastructure=1.0, unusual_tool_share=1.0,
+                                   **base), CFG)[0]
+    moving = campaigns.score(_ev(shared_infrastructure=1.0, unusual_tool_share=1.0,
+                                 release_pivot=1.0, **base), CFG)[0]
     rotation = campaigns.score(_ev(shared_infrastructure=1.0, unusual_n_asns=1.0, **base),
                                CFG)[0]
     threshold = CFG["campaigns"]["score_threshold"]
-    assert homophily == 0.0 and rotation == 0.0
-    assert extraction >= threshold and infra_tools >= threshold
+    assert homophily == 0.0 and rotation == 0.0 and platform == 0.0
+    assert min(extraction, infra_thinking, moving) >= threshold
 
 
 def _attach_fixture(behaviour: str = "extraction_share", link: str = "ip"
@@ -757,6 +762,28 @@ def test_weakly_linked_members_must_show_the_behaviour_themselves() -> None:
     assert detect._member_strength(m, facts, ev, c, confirm=True) == [1.0, 1.0, 1.0, 0.0]
 
 
+def test_filling_a_products_templates_is_no_tie_without_extraction() -> None:
+    """An agent's ordinary users fill its system prompt and tool schema as a harvester
+    running the agent does: in a template-driven cluster whose evidence is request shape
+    or a move to a new release, a member counts when linked by infrastructure or when it
+    shows the behaviour itself; with extraction prompts, filling the templates is the
+    harvest and makes a member."""
+    m = pd.DataFrame({"account_id": ["host1", "host2", "dev1", "dev2"], "n_exchanges": 400,
+                      "extraction_share": 0.0, "thinking_share": [0.6, 0.0, 0.6, 0.0]})
+    facts = campaigns.ClusterFacts(
+        cluster=0, members=m, family_share=0.6,
+        member_family_share=pd.Series(0.6, index=m["account_id"]),
+        synchrony=timing.Synchrony(0, 0, 0, 0), infra_kinds={"ip_prefix": 1},
+        vocabulary_pairs=6, pivot=None, benign_volume_p99=80.0,
+        anomalies={"thinking_share": 1.0}, thresholds={"thinking_share": 0.2},
+        infra_linked=frozenset({"host1", "host2"}))
+    c = CFG["campaigns"]
+    shape = _ev(unusual_thinking_share=1.0, release_pivot=1.0)
+    assert detect._member_strength(m, facts, shape, c) == [1.0, 1.0, 1.0, 0.0]
+    harvest = _ev(unusual_thinking_share=1.0, unusual_extraction_share=1.0)
+    assert detect._member_strength(m, facts, harvest, c) == [1.0] * 4
+
+
 def test_proxy_rotation_picks_members_only_with_another_behaviour() -> None:
     """Outside template-driven clusters a member must show the cluster's behaviour: at
     `member_z` alone, or at its point estimate when it also rotates networks; rotating
@@ -794,6 +821,11 @@ def test_rotating_members_count_at_their_point_estimate_in_the_evidence() -> Non
     assert plain["extraction_share"] == plain["n_asns"] == 0.0
     quiet = detect._anomalies(m.assign(extraction_share=0.0), thresholds, c)
     assert quiet["extraction_share"] == 0.0
+    # Tool use is supporting too, but no such second indication: an IDE agent's users
+    # all call tools.
+    tools = detect._anomalies(m.assign(n_asns=2, tool_share=1.0),
+                              {**thresholds, "tool_share": 0.5}, c)
+    assert tools["extraction_share"] == 0.0
 
 
 def test_members_tied_by_content_alone_must_extract() -> None:
@@ -847,20 +879,24 @@ def test_members_of_a_pivoting_campaign_show_the_move_themselves() -> None:
     assert (pv.share, pv.ref) == pytest.approx((20 / 31, 3 / 60))
     moved = detect._member_pivot(pv, members, CFG["campaigns"])
     assert moved.tolist() == [True, True, False, False]
-    m = pd.DataFrame({"account_id": members, "n_exchanges": 40, "thinking_share": 0.0})
+    m = pd.DataFrame({"account_id": members, "n_exchanges": 40, "thinking_share": 0.0,
+                      "tool_share": 1.0})
     facts = campaigns.ClusterFacts(
         cluster=0, members=m, family_share=0.0,
         member_family_share=pd.Series(0.0, index=members),
         synchrony=timing.Synchrony(0, 0, 0, 0), infra_kinds={"payment": 3},
         vocabulary_pairs=0, pivot=(pv.share, pv.ref), benign_volume_p99=80.0,
-        anomalies={"thinking_share": 0.0}, thresholds={"thinking_share": 0.2},
-        member_pivot=moved)
+        anomalies={"thinking_share": 0.0, "tool_share": 1.0},
+        thresholds={"thinking_share": 0.2, "tool_share": 0.5}, member_pivot=moved)
     c = CFG["campaigns"]
     both = _ev(release_pivot=1.0, unusual_thinking_share=1.0)
     assert detect._member_strength(m, facts, both, c) == [1, 1, 0, 0]
     assert detect._member_strength(m, facts, _ev(unusual_thinking_share=1.0), c) == [0] * 4
     # A move alone: colleagues behind one office address trying the new model on day one.
     assert detect._member_strength(m, facts, _ev(release_pivot=1.0), c) == [0] * 4
+    # With a supporting behaviour (a harvester's agent calls every request with tools).
+    tools = _ev(release_pivot=1.0, unusual_tool_share=1.0)
+    assert detect._member_strength(m, facts, tools, c) == [1, 1, 0, 0]
 
 
 def test_shared_families_are_the_clusters_own_not_public_ones() -> None:

@@ -623,9 +623,10 @@ def _shows(m: pd.DataFrame, facts: cmp.ClusterFacts, ev: list[cmp.Evidence],
     exceeds it on a supporting behaviour (proxy rotation), at its point estimate: two
     indications together. Rotation alone shows nothing (a reseller's customers arrive
     through the same rotating networks as its distiller). Where the campaign moved to a
-    new release and also stands out on another behaviour, a member that itself moved
-    (`_member_pivot`) shows that: a move alone is also how a few colleagues behind one
-    office address adopt a new model on its first day."""
+    new release and also stands out on another behaviour (a supporting one too: an
+    agent harvester's tool use), a member that itself moved (`_member_pivot`) shows that:
+    a move alone is also how a few colleagues behind one office address adopt a new model
+    on its first day."""
     strong = {e.name[len("unusual_"):] for e in ev
               if e.strength > 0 and e.name.startswith("unusual_")} & set(facts.thresholds)
     supporting = strong & set(c["supporting_behaviours"])
@@ -639,7 +640,7 @@ def _shows(m: pd.DataFrame, facts: cmp.ClusterFacts, ev: list[cmp.Evidence],
         shows |= hit
         if dim in c["content_behaviours"]:
             content |= hit
-    if facts.member_pivot is not None and strong - supporting and any(
+    if facts.member_pivot is not None and strong and any(
             e.name == "release_pivot" and e.strength > 0 for e in ev):
         shows |= facts.member_pivot.reindex(m["account_id"]).fillna(False).to_numpy(dtype=bool)
     return shows, content
@@ -667,9 +668,10 @@ def _anomalies(m: pd.DataFrame, thresholds: dict[str, float], c: dict[str, Any]
 def _rotates(m: pd.DataFrame, thresholds: dict[str, float], supporting: set[str],
              c: dict[str, Any]) -> np.ndarray:
     """Per account: whether it exceeds the reference at `member_z` on one of these
-    supporting behaviours (proxy rotation)."""
+    supporting behaviours that are `rotation_behaviours` (proxy rotation; not tool use,
+    which an IDE agent's users share with its harvesters)."""
     out = np.zeros(len(m), dtype=bool)
-    for dim in supporting:
+    for dim in sorted(set(supporting) & set(c["rotation_behaviours"])):
         out |= cmp.above(m, thresholds, dim, c["member_z"])
     return out
 
@@ -696,9 +698,16 @@ def _member_strength(m: pd.DataFrame, facts: cmp.ClusterFacts, ev: list[cmp.Evid
     ref_fam = _family_reference(facts, c)
     if not ref_fam:
         return [float(v) for v in shows]
-    # A template-driven cluster: members are the accounts that fill its templates.
+    # A template-driven cluster: members are the accounts that fill its templates. Unless
+    # its behaviour is one that content coordination supports (`cmp.score`), filling them
+    # is no tie on its own: an agent's ordinary users fill its system prompt and tool
+    # schema as a harvester running the agent does. Such a member counts when linked by
+    # infrastructure or when it shows the behaviour itself.
     s = np.nan_to_num(np.minimum(1.0, facts.member_family_share.to_numpy(dtype=float)
                                  / ref_fam))
+    if not any(e.strength > 0 and e.name == f"unusual_{d}"
+               for e in ev for d in c["content_behaviours"]):
+        s = s * (m["account_id"].isin(facts.infra_linked).to_numpy() | shows)
     return [float(v) for v in (s * shows if confirm else s)]
 
 
