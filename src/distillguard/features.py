@@ -150,7 +150,7 @@ def with_shared_stimulus(x: ir.Table, present: set[str], cfg: dict[str, Any]) ->
     s = cfg["signals"]
     x = x.mutate(_window=x.ts.epoch_seconds().cast("int64")
                  // int(s["stimulus_window_seconds"]))
-    ext = x.filter(x.cot_elicitation | x.grading_prompt | x.safe_rewrite)
+    ext = x.filter(text.any_extraction_cue(x))
     sent = ext.select("prompt_hash", "_window", "account_id").distinct()
     bursts = sent.group_by(["prompt_hash", "_window"]).aggregate(_senders=sent.count())
     bursts = bursts.filter(bursts._senders >= int(s["stimulus_min_accounts"]))

@@ -12,6 +12,7 @@ import ibis.expr.types as ir
 
 from distillguard.contract import CAPABILITIES
 from distillguard.signals.registry import GAPS, account_signal
+from distillguard.signals.text import any_extraction_cue
 
 
 def _share(cond: ir.BooleanValue) -> ir.Scalar:
@@ -40,7 +41,7 @@ def extraction_cues(x: ir.Table) -> dict[str, ir.Scalar]:
         "cot_share": _share(x.cot_elicitation & own),
         "grading_share": _share(x.grading_prompt & own),
         "safe_rewrite_share": _share(x.safe_rewrite & own),
-        "extraction_share": _share((x.cot_elicitation | x.grading_prompt | x.safe_rewrite) & own),
+        "extraction_share": _share(any_extraction_cue(x) & own),
     }
 
 

@@ -210,6 +210,12 @@ def minhash_bands(sk: ir.StringValue, perms: int, rows: int) -> list[ir.IntegerV
     return bands
 
 
+def any_extraction_cue(t: ir.Table) -> ir.BooleanValue:
+    """Whether an exchange row (with the three cue columns below) elicits reasoning, asks
+    for a grade or for a safe rewrite: what the extraction shares count."""
+    return t.cot_elicitation | t.grading_prompt | t.safe_rewrite
+
+
 @exchange_signal("cot_elicitation", "The prompt or system prompt asks to reveal, reconstruct "
                  "or write out step-by-step or internal reasoning.", requires=("prompt",),
                  default=False,
