@@ -516,6 +516,30 @@ def test_merge_groups_joins_pieces_of_one_operator_only() -> None:
     assert of["a0"] != of["b0"]
 
 
+def test_merge_by_families_joins_an_operators_pools_not_two_operators() -> None:
+    """Three pools of one operator (accounts behind a proxy pool per country) use its 20
+    templates, each pool all but a different five of them; a second operator uses its
+    own templates and 2 of the first one's. The pools become one group, the second operator
+    stays apart."""
+    rng = np.random.default_rng(3)
+    groups = pd.DataFrame({"account_id": [f"p{k}_{i}" for k in range(3) for i in range(6)]
+                           + [f"q{i}" for i in range(10)],
+                           "cluster": [0] * 6 + [1] * 6 + [2] * 6 + [3] * 10})
+    own = [f"t{j}" for j in range(20)]
+    rows = [(k, t, int(rng.integers(2, 7))) for k in range(3)
+            for t in own[:5 * k] + own[5 * k + 5:]]
+    rows += [(3, f"u{j}", int(rng.integers(2, 11))) for j in range(30)]
+    rows += [(3, t, 2) for t in own[:2]]
+    families = pd.DataFrame(rows, columns=["cluster", "band", "users"])
+    got = linking.merge_by_families(groups, families,
+                                    CFG["campaigns"]["family_merge_min_overlap"])
+    of = got.set_index("account_id")["cluster"]
+    assert of[[a for a in of.index if a.startswith("p")]].nunique() == 1
+    assert of["q0"] != of["p0_0"]
+    assert of[[f"q{i}" for i in range(10)]].nunique() == 1
+    assert linking.merge_by_families(groups, families.iloc[:0], 0.45).equals(groups)
+
+
 def test_leave_out_reference_ignores_the_cluster_being_measured() -> None:
     """Two hundred unlinked accounts of one campaign (6 % of all) would set the 99 %
     reference inside their own behaviour; measured against everyone else, they stand

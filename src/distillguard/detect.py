@@ -79,17 +79,38 @@ def _characteristic(in_group: ir.IntegerValue, overall: ir.IntegerValue,
     return in_group * n_accounts >= lift * overall * size
 
 
+def _families_per_group(session: DuckDBSession) -> tuple[ir.Table, ir.Table]:
+    """The `fam` rows of the registered `members` (account_id, cluster, csize), and per
+    (cluster, band): its users among the members, the group's size and its users overall."""
+    mem = session.table("members")
+    j = session.table("fam").join(mem, "account_id")
+    per = j.group_by(["cluster", "band"]).aggregate(users=j.count(), csize=j.csize.max())
+    return j, per.join(session.table("fam_users"), "band")
+
+
+def _register_members(session: DuckDBSession, groups: pd.DataFrame) -> pd.DataFrame:
+    members = groups.assign(csize=groups.groupby("cluster")["account_id"].transform("size"))
+    session.register("members", members[["account_id", "cluster", "csize"]])
+    return members
+
+
+def _characteristic_families(session: DuckDBSession, groups: pd.DataFrame,
+                             n_accounts: int, cfg: dict[str, Any]) -> pd.DataFrame:
+    """(cluster, band, users): the template families at least two members of a group use,
+    and that are characteristic of it."""
+    _register_members(session, groups)
+    _, per = _families_per_group(session)
+    per = per.filter((per.users >= 2)
+                     & _characteristic(per.users, per.n_all, per.csize, n_accounts, cfg))
+    return session.pandas(per.select("cluster", "band", "users").order_by(["cluster", "band"]))
+
+
 def _family_facts(session: DuckDBSession, n_accounts: int, cfg: dict[str, Any]
                   ) -> tuple[pd.Series, pd.Series]:
     """Per cluster and per member (of the registered `members` table): share of
     template-family slots on families that several members of the same cluster use and
     that are characteristic of it."""
-    mem = session.table("members")
-    fam = session.table("fam")
-    users = session.table("fam_users")
-    j = fam.join(mem, "account_id")
-    per = j.group_by(["cluster", "band"]).aggregate(users=j.count(),
-                                                    csize=j.csize.max()).join(users, "band")
+    j, per = _families_per_group(session)
     need = ibis.greatest(2, (per.csize * cfg["campaigns"]["family_member_share"]).ceil())
     shared = per.filter((per.users >= need) & _characteristic(
         per.users, per.n_all, per.csize, n_accounts, cfg)).select("cluster", "band")
@@ -243,8 +264,7 @@ def _gather_facts(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContex
     sharing, synchrony, release pivot; and on the driver: link kinds and behaviour."""
     if groups.empty:
         return {}
-    members = groups.assign(csize=groups.groupby("cluster")["account_id"].transform("size"))
-    session.register("members", members[["account_id", "cluster", "csize"]])
+    members = _register_members(session, groups)
     if "prompt" in ctx.present:
         member_fam, cluster_fam = _family_facts(session, len(ctx.feats), cfg)
     else:
@@ -360,7 +380,7 @@ def run(session: DuckDBSession, ingest: IngestReport, cfg: dict[str, Any],
         accepted += _campaign_pass(
             session, wide[~wide["account_id"].isin(taken)], ctx, cfg, acct_rows,
             allowlisted, behaviours=tuple(c["vocabulary_behaviours"]), link_kind="vocabulary")
-    groups, floor = _final_groups(accepted, ctx, cfg)
+    groups, floor = _final_groups(session, accepted, ctx, cfg)
     if "prompt" in present:
         groups = _attach(session, groups, ctx, cfg, acct_rows, allowlisted)
     campaigns_out = _final_campaigns(session, groups, floor, ctx, cfg, acct_rows)
@@ -561,14 +581,16 @@ def _links_into(edges: pd.DataFrame, groups: pd.DataFrame, accounts: set[str]
         linked=("other", "size"), infra=("infra", "sum")).reset_index()
 
 
-def _final_groups(accepted: list[tuple[list[str], float]], ctx: _FactContext,
-                  cfg: dict[str, Any]) -> tuple[pd.DataFrame, pd.Series]:
+def _final_groups(session: DuckDBSession, accepted: list[tuple[list[str], float]],
+                  ctx: _FactContext, cfg: dict[str, Any]) -> tuple[pd.DataFrame, pd.Series]:
     """The campaign groups (account_id, cluster) and each one's score floor. The accepted
     groups are first split where Leiden, run on the links among all flagged accounts,
     separates their members (a cluster can hold two operators that share a few
     templates), then pieces linked to each other about as densely as inside themselves
     are merged (one operator found in pieces, by several clusters or by both passes, is
-    one campaign); the floor is the best score merged into it."""
+    one campaign), and so are pieces that use the same characteristic template families
+    (one operator behind separate infrastructure per piece); the floor is the best score
+    merged into it."""
     if not accepted:
         return pd.DataFrame(columns=["account_id", "cluster"]), pd.Series(dtype=float)
     pieces = pd.DataFrame([(a, k) for k, (ids, _) in enumerate(accepted) for a in ids],
@@ -580,6 +602,10 @@ def _final_groups(accepted: list[tuple[list[str], float]], ctx: _FactContext,
     split = pieces.assign(cluster=pd.factorize(pieces["cluster"] * (int(comm.max()) + 2)
                                                + comm + 1, sort=True)[0])
     groups = linking.merge_groups(split, e, float(cfg["campaigns"]["merge_min_ratio"]))
+    if "prompt" in ctx.present:
+        groups = linking.merge_by_families(
+            groups, _characteristic_families(session, groups, len(ctx.feats), cfg),
+            float(cfg["campaigns"]["family_merge_min_overlap"]))
     floor = pd.Series([accepted[k][1] for k in pieces["cluster"]]).groupby(
         groups["cluster"].to_numpy()).max()
     return groups, floor

@@ -389,6 +389,33 @@ def endpoints(edges: pd.DataFrame) -> set[str]:
     return set(pd.unique(both).tolist())
 
 
+def _agglomerate(n_groups: int, similarity: Callable[[np.ndarray], np.ndarray],
+                 absorb: Callable[[int, int], None], min_value: float) -> np.ndarray:
+    """Best-first agglomeration: while the most similar pair of live groups is at least
+    `min_value` similar, `absorb` the second into the first. `similarity(alive)` gives the
+    (n_groups x n_groups) matrix of the current groups. Returns each group's final group."""
+    alive = np.ones(n_groups, dtype=bool)
+    target = np.arange(n_groups)
+    while alive.sum() > 1:
+        sim = similarity(alive).copy()
+        sim[~alive, :] = sim[:, ~alive] = -1.0
+        np.fill_diagonal(sim, -1.0)
+        i, j = np.unravel_index(int(np.argmax(sim)), sim.shape)
+        if sim[i, j] < min_value:
+            break
+        absorb(int(i), int(j))
+        alive[j] = False
+        target[target == j] = i
+    return target
+
+
+def _positions(groups: pd.DataFrame) -> tuple[np.ndarray, pd.Series]:
+    """The groups' labels in order, and each account's position among them."""
+    labels = np.sort(groups["cluster"].unique())
+    pos = pd.Series(np.arange(len(labels)), index=labels)
+    return labels, groups.set_index("account_id")["cluster"].map(pos)
+
+
 def merge_groups(groups: pd.DataFrame, edges: pd.DataFrame, min_ratio: float) -> pd.DataFrame:
     """Merge groups of accounts (account_id, cluster) whose links between them are about as
     dense as the links inside them (average linkage): one operator found in pieces
@@ -397,31 +424,70 @@ def merge_groups(groups: pd.DataFrame, edges: pd.DataFrame, min_ratio: float) ->
     them is at least `min_ratio` times the lower of their inside densities."""
     if groups.empty:
         return groups
-    labels = np.sort(groups["cluster"].unique())
-    pos = pd.Series(np.arange(len(labels)), index=labels)
-    of = groups.set_index("account_id")["cluster"].map(pos)
+    labels, of = _positions(groups)
     e = edges[edges["src"].isin(of.index) & edges["dst"].isin(of.index)]
     ia, ib = label_of(of, e["src"]), label_of(of, e["dst"])
     w = np.zeros((len(labels), len(labels)))
     np.add.at(w, (ia, ib), e["weight"].to_numpy(dtype=float))
     np.add.at(w, (ib, ia), e["weight"].to_numpy(dtype=float))
     n = of.value_counts().reindex(np.arange(len(labels))).to_numpy(dtype=float)
-    alive = np.ones(len(labels), dtype=bool)
-    target = np.arange(len(labels))
-    while alive.sum() > 1:
+
+    def ratio(_: np.ndarray) -> np.ndarray:
         inside = np.diag(w) / np.maximum(n * (n - 1), 1.0)  # diag holds 2x the inside weight
-        between = w / np.outer(n, n)
-        ratio = between / np.minimum.outer(inside, inside).clip(min=1e-12)
-        ratio[~alive, :] = ratio[:, ~alive] = -1.0
-        np.fill_diagonal(ratio, -1.0)
-        i, j = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
-        if ratio[i, j] < min_ratio:
-            break
+        return w / np.outer(n, n) / np.minimum.outer(inside, inside).clip(min=1e-12)
+
+    def absorb(i: int, j: int) -> None:
         w[i, :] += w[j, :]
         w[:, i] += w[:, j]
         n[i] += n[j]
-        alive[j] = False
-        target[target == j] = i
+
+    target = _agglomerate(len(labels), ratio, absorb, min_ratio)
+    return groups.assign(cluster=labels[target[of.reindex(groups["account_id"]).to_numpy()]])
+
+
+def merge_by_families(groups: pd.DataFrame, families: pd.DataFrame, min_overlap: float
+                      ) -> pd.DataFrame:
+    """Merge groups (account_id, cluster) that use the same characteristic template families:
+    one operator whose accounts sit behind separate infrastructure (a proxy pool per
+    country, a card per cell) is linked across its pieces only by its own templates,
+    which the chain links between pieces sample too thinly for `merge_groups` to see.
+
+    `families` (cluster, band, users): the families each group uses characteristically
+    and how many of its members use each. A group's profile is each family's share of its
+    members; the overlap of two groups is the profile they have in common, as a share of
+    the smaller profile. Pairs are merged best first while it is at least `min_overlap`.
+    Two operators harvesting with the same stock phrasings overlap little: such families
+    are used by ordinary accounts too and are not characteristic of either."""
+    if groups.empty or families.empty:
+        return groups
+    labels, of = _positions(groups)
+    n = of.value_counts().reindex(np.arange(len(labels))).to_numpy(dtype=float)
+    row = pd.Series(np.arange(len(labels)), index=labels).reindex(
+        families["cluster"]).to_numpy()
+    band, _ = pd.factorize(families["band"])
+    users = families["users"].to_numpy(dtype=float)
+    in_several = (np.bincount(band) >= 2)[band]  # only those can be in common
+    cols = np.unique(band[in_several], return_inverse=True)[1]
+    m = np.zeros((len(labels), int(cols.max()) + 1 if len(cols) else 0))
+    np.add.at(m, (row[in_several], cols), users[in_several])
+    own = np.bincount(row[~in_several], weights=users[~in_several], minlength=len(labels))
+
+    def common(i: int) -> np.ndarray:
+        return np.minimum(m[i] / n[i], m / n[:, None]).sum(axis=1)
+
+    inter = np.stack([common(i) for i in range(len(labels))]) if len(labels) else m
+
+    def overlap(_: np.ndarray) -> np.ndarray:
+        size = m.sum(axis=1) / n + own / n
+        return inter / np.minimum.outer(size, size).clip(min=1e-12)
+
+    def absorb(i: int, j: int) -> None:
+        m[i] += m[j]
+        own[i] += own[j]
+        n[i] += n[j]
+        inter[i, :] = inter[:, i] = common(i)
+
+    target = _agglomerate(len(labels), overlap, absorb, min_overlap)
     return groups.assign(cluster=labels[target[of.reindex(groups["account_id"]).to_numpy()]])
 
 
