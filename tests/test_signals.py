@@ -338,6 +338,28 @@ def test_a_shared_stimulus_is_no_accounts_extraction(con: ibis.BaseBackend) -> N
                                                    "late": 1.0, "p1": 1.0, "p2": 1.0}
 
 
+def test_a_replayed_prompt_counts_once(con: ibis.BaseBackend) -> None:
+    """An eval suite's step-by-step question sent to the same model every night counts in
+    the account's extraction share the first night only; sent to another model, or twice
+    within the hour (several samples), or by another account, it counts each time."""
+    question = "Think step by step: what is 17 * 23?"
+    rows = [{"account_id": "eval", "ts": T0 + timedelta(days=d), "prompt": question,
+             "model": "atlas-3"} for d in range(4)]
+    rows += [{"account_id": "eval", "ts": T0 + timedelta(days=3, hours=1), "prompt": question,
+              "model": "atlas-4"}]
+    rows += [{"account_id": "burst", "ts": T0 + timedelta(minutes=m), "prompt": question,
+              "model": "atlas-3"} for m in (0, 1, 2)]
+    rows += [{"account_id": a, "ts": T0 + timedelta(days=1, minutes=m), "prompt": "hello",
+              "model": "atlas-3"} for a, m in (("eval", 5), ("burst", 6))]
+    present = {"prompt", "model"}
+    x = exchange_features(exchanges(con, rows), present, CFG, SignalPlan())
+    marked = con.execute(features.with_replays(x, present, CFG))
+    assert marked.groupby("account_id")["replay"].sum().to_dict() == {"eval": 3, "burst": 0}
+    feats = con.execute(account_features(x, present, SignalPlan(), CFG)).set_index("account_id")
+    assert feats["extraction_share"].round(3).to_dict() == {"eval": round(2 / 6, 3),
+                                                            "burst": 0.75}
+
+
 # --- timing -----------------------------------------------------------------------------
 
 def _synchrony_of(member_active: list[np.ndarray], n_buckets: int,

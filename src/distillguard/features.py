@@ -159,13 +159,31 @@ def with_shared_stimulus(x: ir.Table, present: set[str], cfg: dict[str, Any]) ->
                     shared_stimulus=j._senders.notnull())
 
 
+def with_replays(x: ir.Table, present: set[str], cfg: dict[str, Any]) -> ir.Table:
+    """`x` with `replay`: the exchange elicits extraction with a prompt the same account
+    sent to the same model, word for word, at least `replay_min_hours` earlier.
+
+    A harvester gains nothing from asking one model the same question again a day later;
+    an evaluation suite replayed every night, or a regression test, does exactly that. A
+    harvester sampling several answers to one prompt does so together, within the hour
+    (docs/detection.md, "Replays")."""
+    if "prompt" not in present:
+        return x.mutate(replay=ibis.literal(False))
+    keys = [x.account_id, x.prompt_hash, *([x.model] if "model" in present else [])]
+    cue = text.any_extraction_cue(x)
+    first = x.ts.min(where=cue).over(ibis.window(group_by=keys))
+    late = x.ts.epoch_seconds() - first.epoch_seconds() \
+        >= float(cfg["signals"]["replay_min_hours"]) * 3600
+    return x.mutate(replay=(cue & late).fill_null(False))
+
+
 def account_features(x: ir.Table, present: set[str], plan: SignalPlan,
                      cfg: dict[str, Any]) -> ir.Table:
     """One row per account from every registered account signal that can run (signals
-    tagged GAPS aggregate the `gaps` table, the others `x` with its shared stimuli
-    marked), columns in registry order."""
+    tagged GAPS aggregate the `gaps` table, the others `x` with its shared stimuli and
+    replays marked), columns in registry order."""
     g = gaps(x)
-    x = with_shared_stimulus(x, present, cfg)
+    x = with_replays(with_shared_stimulus(x, present, cfg), present, cfg)
     aggs: dict[bool, dict[str, ir.Scalar]] = {False: {}, True: {}}
     order: list[str] = []
     for name, sig in ACCOUNT_SIGNALS.items():

@@ -34,9 +34,10 @@ def volume(x: ir.Table) -> dict[str, ir.Scalar]:
 @account_signal("extraction_cues", "Share of the account's exchanges that elicit chain-of-thought, "
                 "request rubric grading, or ask for safe rewrites, leaving out shared stimuli "
                 "(the same prompt from several accounts in the same hour: a class's homework, "
-                "a workshop's exercise).", requires=("prompt",))
+                "a workshop's exercise) and replays (the same prompt to the same model from "
+                "the same account hours later: a nightly eval suite).", requires=("prompt",))
 def extraction_cues(x: ir.Table) -> dict[str, ir.Scalar]:
-    own = ~x.shared_stimulus
+    own = ~(x.shared_stimulus | x.replay)
     return {
         "cot_share": _share(x.cot_elicitation & own),
         "grading_share": _share(x.grading_prompt & own),
