@@ -341,7 +341,8 @@ def test_a_shared_stimulus_is_no_accounts_extraction(con: ibis.BaseBackend) -> N
 def test_a_replayed_prompt_counts_once(con: ibis.BaseBackend) -> None:
     """An eval suite's step-by-step question sent to the same model every night counts in
     the account's extraction share the first night only; sent to another model, or twice
-    within the hour (several samples), or by another account, it counts each time."""
+    within the hour (several samples), or by another account, it counts each time. Where
+    the logs have no model, every later send of the text is a replay."""
     question = "Think step by step: what is 17 * 23?"
     rows = [{"account_id": "eval", "ts": T0 + timedelta(days=d), "prompt": question,
              "model": "atlas-3"} for d in range(4)]
@@ -358,6 +359,8 @@ def test_a_replayed_prompt_counts_once(con: ibis.BaseBackend) -> None:
     feats = con.execute(account_features(x, present, SignalPlan(), CFG)).set_index("account_id")
     assert feats["extraction_share"].round(3).to_dict() == {"eval": round(2 / 6, 3),
                                                             "burst": 0.75}
+    no_model = con.execute(features.with_replays(x, {"prompt"}, CFG))
+    assert no_model.groupby("account_id")["replay"].sum().to_dict() == {"eval": 4, "burst": 0}
 
 
 # --- timing -----------------------------------------------------------------------------
