@@ -389,15 +389,16 @@ def endpoints(edges: pd.DataFrame) -> set[str]:
     return set(pd.unique(both).tolist())
 
 
-def _agglomerate(n_groups: int, similarity: Callable[[np.ndarray], np.ndarray],
+def _agglomerate(n_groups: int, similarity: Callable[[], np.ndarray],
                  absorb: Callable[[int, int], None], min_value: float) -> np.ndarray:
     """Best-first agglomeration: while the most similar pair of live groups is at least
-    `min_value` similar, `absorb` the second into the first. `similarity(alive)` gives the
-    (n_groups x n_groups) matrix of the current groups. Returns each group's final group."""
+    `min_value` similar, `absorb` the second into the first. `similarity()` gives the
+    (n_groups x n_groups) matrix of the current groups (rows of absorbed groups are
+    ignored). Returns each group's final group."""
     alive = np.ones(n_groups, dtype=bool)
     target = np.arange(n_groups)
     while alive.sum() > 1:
-        sim = similarity(alive).copy()
+        sim = similarity().copy()
         sim[~alive, :] = sim[:, ~alive] = -1.0
         np.fill_diagonal(sim, -1.0)
         i, j = np.unravel_index(int(np.argmax(sim)), sim.shape)
@@ -432,7 +433,7 @@ def merge_groups(groups: pd.DataFrame, edges: pd.DataFrame, min_ratio: float) ->
     np.add.at(w, (ib, ia), e["weight"].to_numpy(dtype=float))
     n = of.value_counts().reindex(np.arange(len(labels))).to_numpy(dtype=float)
 
-    def ratio(_: np.ndarray) -> np.ndarray:
+    def ratio() -> np.ndarray:
         inside = np.diag(w) / np.maximum(n * (n - 1), 1.0)  # diag holds 2x the inside weight
         return w / np.outer(n, n) / np.minimum.outer(inside, inside).clip(min=1e-12)
 
@@ -477,7 +478,7 @@ def merge_by_families(groups: pd.DataFrame, families: pd.DataFrame, min_overlap:
 
     inter = np.stack([common(i) for i in range(len(labels))]) if len(labels) else m
 
-    def overlap(_: np.ndarray) -> np.ndarray:
+    def overlap() -> np.ndarray:
         size = m.sum(axis=1) / n + own / n
         return inter / np.minimum.outer(size, size).clip(min=1e-12)
 
