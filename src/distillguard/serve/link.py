@@ -211,8 +211,8 @@ def _store(state: State, accounts: pd.DataFrame, campaigns: list[dict[str, Any]]
         State.set_meta(con, "n_links", n)
 
 
-def _detect(folder: Path, cfg: dict[str, Any], out: Path | None,
-            source: str) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+def detect_folder(folder: Path, cfg: dict[str, Any], out: Path | None,
+                  source: str) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """The batch detection over the window files in FOLDER; writes the run directory to
     OUT when given. Returns the accounts' linking result and the campaigns (small,
     picklable)."""
@@ -254,7 +254,7 @@ def _detect_child(conn: Connection, folder: Path, cfg: dict[str, Any],
     if os.getpriority(os.PRIO_PROCESS, 0) < niceness:  # not started at it (not Linux)
         os.setpriority(os.PRIO_PROCESS, 0, niceness)
     try:
-        conn.send(("ok", _detect(folder, cfg, out, source)))
+        conn.send(("ok", detect_folder(folder, cfg, out, source)))
     except Exception as exc:
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
     finally:
@@ -336,7 +336,7 @@ def relink(state: State, cfg: dict[str, Any], write_files: bool = True,
     out = state.run_dir if write_files else None
     args = (folder, cfg, out, str(state.path))
     try:
-        accounts, campaigns = _detect(*args) if child is None else child.run(*args)
+        accounts, campaigns = detect_folder(*args) if child is None else child.run(*args)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     _store(state, accounts, campaigns, linked_at, cfg)
