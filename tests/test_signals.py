@@ -584,6 +584,24 @@ def test_leave_out_reference_ignores_the_cluster_being_measured() -> None:
     assert ctx.thresholds(ids)["n_asns"] >= 30
 
 
+def test_attach_candidates_do_not_set_their_own_reference() -> None:
+    """A campaign found in part (20 accounts) has 100 more accounts outside every cluster
+    (3 % of all): counted as independent, they put the 99 % reference at their own level;
+    as the suspected members they are, they are measured against everyone else."""
+    ordinary = pd.DataFrame({"account_id": [f"u{i:04d}" for i in range(3000)],
+                             "n_asns": np.random.default_rng(1).integers(1, 5, 3000)})
+    found = pd.DataFrame({"account_id": [f"c{i:03d}" for i in range(20)], "n_asns": 30})
+    rest = pd.DataFrame({"account_id": [f"d{i:03d}" for i in range(100)], "n_asns": 30})
+    feats = pd.concat([ordinary, found, rest], ignore_index=True).assign(n_exchanges=100)
+    ctx = detect._FactContext(
+        feats=feats.set_index("account_id"), edges=pd.DataFrame(), releases=pd.DataFrame(),
+        present=set(), weights=np.ones(len(feats)), quantile=0.99, benign_p99=0.0,
+        leave_out=True, leave_out_max_share=0.1)
+    ids, candidates = list(found["account_id"]), list(rest["account_id"])
+    assert ctx.thresholds(ids)["n_asns"] >= 30
+    assert ctx.candidate_thresholds(ids, candidates)["n_asns"] <= 4
+
+
 def _two_cliques() -> pd.DataFrame:
     left = [f"l{i}" for i in range(6)]
     right = [f"r{i}" for i in range(6)]

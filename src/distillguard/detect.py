@@ -236,6 +236,16 @@ class _FactContext:
             self._cache[key] = cmp.reference_thresholds(self.feats, w, self.quantile)
         return self._cache[key]
 
+    def candidate_thresholds(self, ids: list[str], candidates: list[str]) -> dict[str, float]:
+        """The reference a campaign's attach candidates are measured against: its members
+        and the candidates together count as one actor. The candidates are suspected
+        members (they fill its templates and are linked to it); counted as independent
+        accounts, a campaign's unclustered accounts would set the bar they must clear."""
+        w = self.weights.copy()
+        at = self.feats.index.get_indexer([*ids, *candidates])
+        w[at] = np.minimum(w[at], 1.0 / max(len(at), 1))
+        return cmp.reference_thresholds(self.feats, w, self.quantile)
+
     def release_counts(self, session: DuckDBSession) -> pd.DataFrame:
         """Per release and account, exchanges in the 24 h after it (`_release_counts`),
         once per run."""
@@ -498,7 +508,8 @@ def _attach(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContext,
     Bonferroni over accounts x groups at `attach_alpha`). Content alone is not
     coordination (an evaluation harness runs the same public benchmarks a harvester
     does), so the account must also be linked to at least `attach_min_links` members,
-    exceed the group's reference at `member_z` on one of its unusual behaviours, and stay
+    exceed the reference (`candidate_thresholds`: the group's members and candidates
+    count as one actor) at `member_z` on one of its unusual behaviours, and stay
     inside the ordinary per-account volume range as hydra heads do (a harness running
     far above it is not hiding among the campaign's accounts). As for members, an account
     linked to the group by content alone qualifies only on `content_behaviours`; so does
@@ -542,7 +553,7 @@ def _attach(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContext,
     added = []
     for cl, rows in h.groupby("cluster"):
         ids = sorted(groups.loc[groups["cluster"] == cl, "account_id"])
-        thresholds = ctx.thresholds(ids)
+        thresholds = ctx.candidate_thresholds(ids, list(rows["account_id"]))
         unusual = [d for d, v in _anomalies(ctx.feats.loc[ids].reset_index(), thresholds,
                                             c).items() if v > c["anomaly_floor"]]
         cands = ctx.feats.loc[rows["account_id"]].reset_index()  # in the order of rows
