@@ -94,15 +94,21 @@ def _register_members(session: DuckDBSession, groups: pd.DataFrame) -> pd.DataFr
     return members
 
 
+def _characteristic_per_group(session: DuckDBSession, n_accounts: int, cfg: dict[str, Any]
+                              ) -> ir.Table:
+    """(cluster, band, users) for the registered `members`: the template families at least
+    two members of a group use, and that are characteristic of it."""
+    _, per = _families_per_group(session)
+    return per.filter((per.users >= 2) & _characteristic(
+        per.users, per.n_all, per.csize, n_accounts, cfg)).select("cluster", "band", "users")
+
+
 def _characteristic_families(session: DuckDBSession, groups: pd.DataFrame,
                              n_accounts: int, cfg: dict[str, Any]) -> pd.DataFrame:
-    """(cluster, band, users): the template families at least two members of a group use,
-    and that are characteristic of it."""
+    """`_characteristic_per_group` of these groups, on the driver."""
     _register_members(session, groups)
-    _, per = _families_per_group(session)
-    per = per.filter((per.users >= 2)
-                     & _characteristic(per.users, per.n_all, per.csize, n_accounts, cfg))
-    return session.pandas(per.select("cluster", "band", "users").order_by(["cluster", "band"]))
+    return session.pandas(_characteristic_per_group(session, n_accounts, cfg)
+                          .order_by(["cluster", "band"]))
 
 
 def _family_facts(session: DuckDBSession, n_accounts: int, cfg: dict[str, Any]
@@ -225,26 +231,27 @@ class _FactContext:
 
     def thresholds(self, ids: list[str]) -> dict[str, float]:
         """The reference thresholds a cluster with these members is measured against."""
-        w = self.weights
-        leave_out = self.leave_out and len(ids) <= self.leave_out_max_share * len(w)
-        if leave_out:
-            w = w.copy()
-            inside = self.feats.index.isin(ids)
-            w[inside] = np.minimum(w[inside], 1.0 / max(len(ids), 1))
+        leave_out = self.leave_out and len(ids) <= self.leave_out_max_share * len(self.weights)
         key = (leave_out, tuple(ids) if leave_out else ())
         if key not in self._cache:
+            w = self._as_one_actor(ids) if leave_out else self.weights
             self._cache[key] = cmp.reference_thresholds(self.feats, w, self.quantile)
         return self._cache[key]
+
+    def _as_one_actor(self, ids: list[str]) -> np.ndarray:
+        """The weights with these accounts together counting as at most one actor."""
+        w = self.weights.copy()
+        inside = self.feats.index.isin(ids)
+        w[inside] = np.minimum(w[inside], 1.0 / max(len(ids), 1))
+        return w
 
     def candidate_thresholds(self, ids: list[str], candidates: list[str]) -> dict[str, float]:
         """The reference a campaign's attach candidates are measured against: its members
         and the candidates together count as one actor. The candidates are suspected
         members (they fill its templates and are linked to it); counted as independent
         accounts, a campaign's unclustered accounts would set the bar they must clear."""
-        w = self.weights.copy()
-        at = self.feats.index.get_indexer([*ids, *candidates])
-        w[at] = np.minimum(w[at], 1.0 / max(len(at), 1))
-        return cmp.reference_thresholds(self.feats, w, self.quantile)
+        return cmp.reference_thresholds(self.feats, self._as_one_actor([*ids, *candidates]),
+                                        self.quantile)
 
     def release_counts(self, session: DuckDBSession) -> pd.DataFrame:
         """Per release and account, exchanges in the 24 h after it (`_release_counts`),
@@ -522,16 +529,10 @@ def _attach(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContext,
         return groups
     n_accounts = len(ctx.feats)
     n_groups = groups["cluster"].nunique()
-    session.register("attach_groups", groups.assign(
-        gsize=groups.groupby("cluster")["account_id"].transform("size")))
-    fam, grp = session.table("fam"), session.table("attach_groups")
-    users = session.table("fam_users")
-    j = fam.join(grp, "account_id")
-    per = j.group_by(["cluster", "band"]).aggregate(n_g=j.count(), gsize=j.gsize.max())
-    per = per.join(users, "band")
-    char = per.filter((per.n_g >= 2) & _characteristic(
-        per.n_g, per.n_all, per.gsize, n_accounts, cfg)).select("cluster", "band")
-    cand = fam.anti_join(grp, "account_id")  # every flagged account is in a group
+    _register_members(session, groups)
+    fam = session.table("fam")
+    char = _characteristic_per_group(session, n_accounts, cfg).select("cluster", "band")
+    cand = fam.anti_join(session.table("members"), "account_id")  # every flagged one is in a group
     n_per = session.pandas(cand.group_by("account_id").aggregate(n=cand.count()))
     hits = cand.select("account_id", "band").join(char, "band")
     h = session.pandas(hits.group_by(["account_id", "cluster"]).aggregate(h=hits.count()))
