@@ -32,10 +32,9 @@ SIGNALS = ("unusual_", "release_pivot", "shared_infrastructure", "shared_templat
            "shared_vocabulary", "synchrony")
 
 
-def _window(scenario: Path, cut: object, folder: Path) -> None:
+def _window(scenario: Path, exchanges: pa.Table, cut: object, folder: Path) -> None:
     """The exchanges before CUT, the accounts seen in them and the releases before it."""
-    x = ds.dataset(scenario / "exchanges").to_table()
-    x = x.filter(pc.less(x["ts"], pa.scalar(cut, x["ts"].type)))
+    x = exchanges.filter(pc.less(exchanges["ts"], pa.scalar(cut, exchanges["ts"].type)))
     pq.write_table(x, folder / "exchanges.parquet")
     accounts = pq.read_table(scenario / "accounts.parquet")
     seen = pc.unique(x["account_id"])
@@ -76,13 +75,13 @@ def main() -> None:
     truth_t = pq.read_table(args.scenario_dir / "truth.parquet").to_pandas()
     truth = {a: o for a, o in zip(truth_t["account_id"], truth_t["operator"], strict=True)
              if isinstance(o, str)}
-    start = pc.min(ds.dataset(args.scenario_dir / "exchanges").to_table(
-        columns=["ts"])["ts"]).as_py()
+    exchanges = ds.dataset(args.scenario_dir / "exchanges").to_table()
+    start = pc.min(exchanges["ts"]).as_py()
     result = {}
     for h in (float(v) for v in args.hours.split(",")):
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
-            _window(args.scenario_dir, start + timedelta(hours=h), folder)
+            _window(args.scenario_dir, exchanges, start + timedelta(hours=h), folder)
             active = set(pq.read_table(folder / "exchanges.parquet", columns=["account_id"])
                          ["account_id"].to_pylist())
             accounts, campaigns = detect_folder(folder, cfg, None, str(args.scenario_dir))
