@@ -476,7 +476,7 @@ def merge_by_families(groups: pd.DataFrame, families: pd.DataFrame, min_overlap:
     def common(i: int) -> np.ndarray:
         return np.minimum(m[i] / n[i], m / n[:, None]).sum(axis=1)
 
-    inter = np.stack([common(i) for i in range(len(labels))]) if len(labels) else m
+    inter = np.stack([common(i) for i in range(len(labels))])
 
     def overlap() -> np.ndarray:
         size = m.sum(axis=1) / n + own / n
