@@ -722,7 +722,8 @@ def test_content_coordination_supports_only_extraction_behaviour() -> None:
     homophily = campaigns.score(_ev(shared_template_families=1.0,
                                     unusual_thinking_share=1.0, **base), CFG)[0]
     extraction = campaigns.score(_ev(shared_template_families=1.0,
-                                     unusual_extraction_share=1.0, **base), CFG)[0]
+                                     unusual_extraction_share=1.0,
+                                     fillers_extraction_share=1.0, **base), CFG)[0]
     infra_thinking = campaigns.score(_ev(shared_infrastructure=1.0,
                                          unusual_thinking_share=1.0, **base), CFG)[0]
     platform = campaigns.score(_ev(shared_infrastructure=1.0, unusual_tool_share=1.0,
@@ -734,6 +735,49 @@ def test_content_coordination_supports_only_extraction_behaviour() -> None:
     threshold = CFG["campaigns"]["score_threshold"]
     assert homophily == 0.0 and rotation == 0.0 and platform == 0.0
     assert min(extraction, infra_thinking, moving) >= threshold
+
+
+def test_content_coordination_needs_most_template_fillers_extracting() -> None:
+    """A notes app's users fill its templates, and those using its "explain step by step"
+    command send extraction prompts: content links with half of the fillers' traffic from
+    members above the reference is not a campaign. Nearly all of it is, and half is with
+    shared infrastructure."""
+    c = CFG["campaigns"]
+
+    def ev(share: float, infra: float = 0.0) -> list[campaigns.Evidence]:
+        return [campaigns.Evidence("unusual_extraction_share", share, "",
+                                   campaigns._ramp(share, c["anomaly_floor"], c["anomaly_full"])),
+                campaigns.Evidence("fillers_extraction_share", share, "", campaigns._ramp(
+                    share, c["content_anomaly_floor"], c["content_anomaly_full"])),
+                *_ev(shared_template_families=1.0, shared_vocabulary=1.0,
+                     shared_infrastructure=infra, coordinated_accounts=1.0,
+                     volume_inside_benign_range=1.0)]
+    threshold = c["score_threshold"]
+    assert campaigns.score(ev(0.47), CFG)[0] < threshold
+    assert campaigns.score(ev(0.97), CFG)[0] >= threshold
+    assert campaigns.score(ev(0.47, infra=1.0), CFG)[0] >= threshold
+
+
+def test_filler_anomalies_count_the_accounts_sending_the_templates() -> None:
+    """Ordinary accounts linked into an operator's template-driven cluster by other ways
+    do not dilute its fillers' extraction; a product's users who do not use its
+    extraction-like command do."""
+    c = CFG["campaigns"]
+    th = {"extraction_share": 0.05}
+
+    def members(fam: list[float], ext: list[float]) -> tuple[pd.DataFrame, np.ndarray]:
+        return (pd.DataFrame({"account_id": [f"a{i}" for i in range(len(fam))],
+                              "n_exchanges": 200, "extraction_share": ext}),
+                np.array(fam))
+    m, fam = members([0.6] * 12 + [0.0] * 8, [0.5] * 12 + [0.0] * 8)
+    anomalies = detect._anomalies(m, th, c)
+    assert anomalies["extraction_share"] == pytest.approx(0.6)
+    assert detect._filler_anomalies(m, fam, th, anomalies, c) == {"extraction_share": 1.0}
+    m, fam = members([0.6] * 12, [0.5] * 6 + [0.0] * 6)
+    assert detect._filler_anomalies(m, fam, th, detect._anomalies(m, th, c), c) == {
+        "extraction_share": pytest.approx(0.5)}
+    # Not template-driven (a harvest of public prompts sent verbatim): no fillers' figure.
+    assert detect._filler_anomalies(m, fam / 3, th, detect._anomalies(m, th, c), c) == {}
 
 
 def _attach_fixture(behaviour: str = "extraction_share", link: str = "ip"

@@ -194,6 +194,23 @@ class ClusterFacts:
     infra_linked: frozenset[str] = frozenset()
     # Per member: whether it moved to the release of `pivot` itself (None: no release).
     member_pivot: pd.Series | None = None
+    # `anomalies` of the `content_behaviours` measured on the members that fill the
+    # cluster's templates (all members when it is not template-driven).
+    filler_anomalies: dict[str, float] = field(default_factory=dict)
+
+
+def behaviour_of(evidence_name: str) -> str | None:
+    """The behaviour (`ANOMALY_DIMENSIONS`) an `unusual_*` or `fillers_*` evidence is
+    about; None for the others."""
+    for prefix in ("unusual_", "fillers_"):
+        if evidence_name.startswith(prefix):
+            return evidence_name[len(prefix):]
+    return None
+
+
+def _ramp(x: float, floor: float, full: float) -> float:
+    """0 at or below `floor`, 1 at or above `full`, linear between."""
+    return min(1.0, max(0.0, (x - floor) / (full - floor)))
 
 
 def _weighted(members: pd.DataFrame, col: str) -> float:
@@ -235,7 +252,16 @@ def evidence(f: ClusterFacts, cfg: dict[str, Any]) -> list[Evidence]:
             f"{frac:.0%} of the cluster's traffic comes from members above the "
             f"{c['reference_quantile']:.0%} quantile ({f.thresholds[dim]:.3g}) of independent "
             f"accounts in {ANOMALY_DIMENSIONS[dim]}",
-            min(1.0, max(0.0, (frac - floor) / (full - floor))), f.thresholds[dim]))
+            _ramp(frac, floor, full), f.thresholds[dim]))
+    for dim, frac in sorted(f.filler_anomalies.items()):
+        out.append(Evidence(
+            f"fillers_{dim}", frac,
+            f"{frac:.0%} of the traffic of the members filling the cluster's templates comes "
+            f"from members above the reference in {ANOMALY_DIMENSIONS[dim]} (what content "
+            f"coordination can support: a product's users share its templates, and only "
+            f"some of them extract)",
+            _ramp(frac, c["content_anomaly_floor"], c["content_anomaly_full"]),
+            f.thresholds[dim]))
     mix = capability_mix(m)
     top = max(mix, key=mix.get)
     out.append(Evidence("capability_focus", mix[top],
@@ -294,6 +320,11 @@ def score(ev: list[Evidence], cfg: dict[str, Any]) -> tuple[float, float, float]
     alone. A campaign needs both halves; the score is their geometric mean, scaled by
     how many accounts take part and the share of them inside the ordinary per-account
     volume range.
+
+    With content coordination in a template-driven group, the behaviour is measured on
+    the accounts that fill its templates (`fillers_*`, from `content_anomaly_floor`): a
+    product's users all fill its templates, and only those who use its "step by step"
+    command extract; an operator's accounts fill its templates to harvest.
     """
     c = cfg["campaigns"]
     by = {e.name: e.strength for e in ev}
@@ -306,7 +337,8 @@ def score(ev: list[Evidence], cfg: dict[str, Any]) -> tuple[float, float, float]
     supporting = set(c["supporting_behaviours"])
     any_behaviour = max([by.get("release_pivot", 0.0)] +
                         [v for k, v in unusual.items() if k not in supporting])
-    content_behaviour = max([0.0] + [unusual.get(k, 0.0) for k in c["content_behaviours"]])
+    content_behaviour = max([0.0] + [by.get(f"fillers_{k}", unusual.get(k, 0.0))
+                                     for k in c["content_behaviours"]])
     pairs = [(any_behaviour, independent), (content_behaviour, coord_all)]
     behaviour, coord = max(pairs, key=lambda bc: bc[0] * bc[1])
     # A hydra spreads its load so that each head stays under per-account limits; a group

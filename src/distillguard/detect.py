@@ -304,10 +304,12 @@ def _gather_facts(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContex
         kinds = {k: int(v) for k, v in kind_pairs.loc[cl].items() if v} \
             if cl in kind_pairs.index else {}
         pv = pivots.get(int(cl))
+        fam = member_fam.reindex(ids).fillna(0.0)
+        anomalies = _anomalies(m, thresholds, cfg["campaigns"])
         out[int(cl)] = cmp.ClusterFacts(
             cluster=int(cl), members=m,
             family_share=float(cluster_fam.get(cl, 0.0)),
-            member_family_share=member_fam.reindex(ids).fillna(0.0),
+            member_family_share=fam,
             synchrony=synchrony(mb_of.get(cl, mb.iloc[:0]),
                                 m.set_index("account_id")["active_buckets"], profile),
             infra_kinds={k: v for k, v in kinds.items() if k in linking.INFRA_KINDS},
@@ -315,9 +317,25 @@ def _gather_facts(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContex
             pivot=(pv.share, pv.ref) if pv else None,
             member_pivot=_member_pivot(pv, ids, cfg["campaigns"]) if pv else None,
             benign_volume_p99=ctx.benign_p99,
-            anomalies=_anomalies(m, thresholds, cfg["campaigns"]),
+            anomalies=anomalies, filler_anomalies=_filler_anomalies(
+                m, fam.to_numpy(dtype=float), thresholds, anomalies, cfg["campaigns"]),
             thresholds=thresholds, infra_linked=frozenset(infra_ids.intersection(ids)))
     return out
+
+
+def _filler_anomalies(m: pd.DataFrame, fam: np.ndarray, thresholds: dict[str, float],
+                      anomalies: dict[str, float], c: dict[str, Any]) -> dict[str, float]:
+    """In a template-driven cluster, the `content_behaviours`' anomalies among the members
+    that fill its templates (at least `member_min_strength` of the median member's family
+    share); empty otherwise. A product's users are a template population: its system
+    prompt and commands are most of what they send. Ordinary accounts linked into the
+    cluster in other ways neither dilute nor add to it."""
+    ref = float(np.median(fam)) if len(fam) else 0.0
+    if ref <= c["family_floor"]:
+        return {}
+    fills = fam >= c["member_min_strength"] * ref
+    found = _anomalies(m[fills].reset_index(drop=True), thresholds, c)
+    return {d: found[d] for d in c["content_behaviours"] if d in found}
 
 
 def run(session: DuckDBSession, ingest: IngestReport, cfg: dict[str, Any],
@@ -445,8 +463,8 @@ def _campaign_pass(session: DuckDBSession, membership: pd.DataFrame, ctx: _FactC
         for _, facts in _gather_facts(session, groups, ctx, cfg).items():
             ev = cmp.evidence(facts, cfg)
             if behaviours is not None:
-                ev = [e for e in ev if e.name != "release_pivot" and not (
-                    e.name.startswith("unusual_") and e.name[len("unusual_"):] not in behaviours)]
+                ev = [e for e in ev if e.name != "release_pivot" and cmp.behaviour_of(
+                    e.name) in (None, *behaviours)]
             out.append((facts, ev, cmp.score(ev, cfg)[0]))
         return out
 

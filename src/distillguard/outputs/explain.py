@@ -54,6 +54,14 @@ SIGNAL_EXPLANATIONS: dict[str, str] = {
         "networks, output tokens per input token). Among ordinary accounts about 1% exceed "
         "it by construction; a campaign where most members do is unusual as a group."
     ),
+    "fillers_": (
+        "As for unusual_*: the share of traffic from members above the reference, but "
+        "counted only over the members that fill the campaign's prompt templates. When "
+        "shared templates are the only tie between the accounts, this is "
+        "what the case rests on: the users of one product all send its templates, and only "
+        "those using its step-by-step command look like extraction; an operator's accounts "
+        "send its templates to harvest, so nearly all of them do."
+    ),
     "synchrony": (
         "How often the accounts are active in the same short time buckets, compared with a "
         "null model that shifts each account's activity in time while keeping its volume and "
