@@ -565,6 +565,23 @@ def test_merge_by_families_joins_an_operators_pools_not_two_operators() -> None:
     assert linking.merge_by_families(groups, families.iloc[:0], 0.45).equals(groups)
 
 
+def test_merge_by_instruments_joins_one_payers_pieces_not_a_resellers_customers() -> None:
+    """A trickle's pieces a week apart (groups 0, 1, 2) reuse prepaid cards: 0 and 1 share
+    card a, 1 and 2 card b, so all three are one operator. Groups 3 and 4 each hold an
+    account paying with a reseller's card that 40 ordinary accounts use: not merged."""
+    groups = pd.DataFrame({"account_id": [f"g{k}_{i}" for k in range(5) for i in range(4)],
+                           "cluster": [k for k in range(5) for _ in range(4)]})
+    uses = pd.DataFrame([(0, "payment", "a", 3, 5), (1, "payment", "a", 2, 5),
+                         (1, "payment", "b", 1, 3), (2, "payment", "b", 2, 3),
+                         (3, "payment", "r", 1, 42), (4, "payment", "r", 1, 42),
+                         (3, "org", "o3", 4, 4)],
+                        columns=["cluster", "kind", "key", "members", "users"])
+    got = linking.merge_by_instruments(groups, uses, CFG["campaigns"]["indicator_min_precision"])
+    of = got.groupby("cluster")["account_id"].apply(lambda a: {x[:2] for x in a})
+    assert sorted(map(sorted, of)) == [["g0", "g1", "g2"], ["g3"], ["g4"]]
+    assert linking.merge_by_instruments(groups, uses.iloc[:0], 0.5).equals(groups)
+
+
 def test_leave_out_reference_ignores_the_cluster_being_measured() -> None:
     """Two hundred unlinked accounts of one campaign (6 % of all) would set the 99 %
     reference inside their own behaviour; measured against everyone else, they stand

@@ -636,9 +636,24 @@ def _final_groups(session: DuckDBSession, accepted: list[tuple[list[str], float]
         groups = linking.merge_by_families(
             groups, _characteristic_families(session, groups, len(ctx.feats), cfg),
             float(cfg["campaigns"]["family_merge_min_overlap"]))
+    groups = linking.merge_by_instruments(
+        groups, _instrument_uses(session, groups, cfg["campaigns"]["merge_instrument_kinds"]),
+        float(cfg["campaigns"]["indicator_min_precision"]))
     floor = pd.Series([accepted[k][1] for k in pieces["cluster"]]).groupby(
         groups["cluster"].to_numpy()).max()
     return groups, floor
+
+
+def _instrument_uses(session: DuckDBSession, groups: pd.DataFrame, kinds: list[str]
+                     ) -> pd.DataFrame:
+    """(cluster, kind, key, members, users): the groups' account keys of these kinds, with
+    how many of each group's members and how many accounts in all use each."""
+    sh = session.table("shared")
+    sh = sh.filter(sh.kind.isin(kinds))
+    m = session.register("instrument_groups", groups[["account_id", "cluster"]])
+    j = sh.join(m, "account_id")
+    return session.pandas(j.group_by([j.cluster, j.kind, j.key]).aggregate(
+        members=j.count(), users=j.n.max()))
 
 
 def _final_campaigns(session: DuckDBSession, groups: pd.DataFrame, floor: pd.Series,

@@ -446,6 +446,38 @@ def merge_groups(groups: pd.DataFrame, edges: pd.DataFrame, min_ratio: float) ->
     return groups.assign(cluster=labels[target[of.reindex(groups["account_id"]).to_numpy()]])
 
 
+def merge_by_instruments(groups: pd.DataFrame, uses: pd.DataFrame, min_precision: float
+                         ) -> pd.DataFrame:
+    """Merge groups (account_id, cluster) that share an account key of the operator's own:
+    a payment instrument or an organisation used by members of both, and mostly (at least
+    `min_precision` of its users) by campaign members, as a campaign indicator is. A
+    payer's accounts are one operator however far apart they sit in the graph: a trickle
+    of throwaway accounts whose templates slide daily leaves pieces a week apart, linked
+    only by the prepaid cards it reuses. A reseller's card, used mostly by its ordinary
+    customers, joins nothing.
+
+    `uses` (cluster, kind, key, members, users): per group and key, how many of its
+    members use the key and how many accounts use it in all."""
+    if groups.empty or uses.empty:
+        return groups
+    labels, of = _positions(groups)
+    total = uses.groupby(["kind", "key"])["members"].transform("sum")
+    spread = uses.groupby(["kind", "key"])["cluster"].transform("nunique")
+    own = uses[(total >= min_precision * uses["users"]) & (spread >= 2)]
+    row = pd.Series(np.arange(len(labels)), index=labels).reindex(own["cluster"]).to_numpy()
+    key = pd.factorize(own["kind"] + "|" + own["key"])[0]
+    shares = np.zeros((len(labels), int(key.max()) + 1 if len(key) else 0), dtype=bool)
+    shares[row, key] = True
+    together = (shares.astype(int) @ shares.T.astype(int)) > 0
+
+    def absorb(i: int, j: int) -> None:
+        together[i] |= together[j]
+        together[:, i] = together[i]
+
+    target = _agglomerate(len(labels), lambda: together.astype(float), absorb, 1.0)
+    return groups.assign(cluster=labels[target[of.reindex(groups["account_id"]).to_numpy()]])
+
+
 def merge_by_families(groups: pd.DataFrame, families: pd.DataFrame, min_overlap: float
                       ) -> pd.DataFrame:
     """Merge groups (account_id, cluster) that use the same characteristic template families:
