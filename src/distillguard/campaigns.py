@@ -195,7 +195,7 @@ class ClusterFacts:
     # Per member: whether it moved to the release of `pivot` itself (None: no release).
     member_pivot: pd.Series | None = None
     # `anomalies` of the `content_behaviours` measured on the members that fill the
-    # cluster's templates (all members when it is not template-driven).
+    # cluster's templates (empty when it is not template-driven).
     filler_anomalies: dict[str, float] = field(default_factory=dict)
 
 
