@@ -330,8 +330,8 @@ def _filler_anomalies(m: pd.DataFrame, fam: np.ndarray, thresholds: dict[str, fl
     share); empty otherwise. A product's users are a template population: its system
     prompt and commands are most of what they send. Ordinary accounts linked into the
     cluster in other ways neither dilute nor add to it."""
-    ref = float(np.median(fam)) if len(fam) else 0.0
-    if ref <= c["family_floor"]:
+    ref = _template_reference(fam, c)
+    if not ref:
         return {}
     fills = fam >= c["member_min_strength"] * ref
     found = _anomalies(m[fills].reset_index(drop=True), thresholds, c)
@@ -650,8 +650,8 @@ def _instrument_uses(session: DuckDBSession, groups: pd.DataFrame, kinds: list[s
     how many of each group's members and how many accounts in all use each."""
     sh = session.table("shared")
     sh = sh.filter(sh.kind.isin(kinds))
-    m = session.register("instrument_groups", groups[["account_id", "cluster"]])
-    j = sh.join(m, "account_id")
+    _register_members(session, groups)
+    j = sh.join(session.table("members"), "account_id")
     return session.pandas(j.group_by([j.cluster, j.kind, j.key]).aggregate(
         members=j.count(), users=j.n.max()))
 
@@ -748,9 +748,13 @@ def _rotates(m: pd.DataFrame, thresholds: dict[str, float], supporting: set[str]
 
 
 def _family_reference(facts: cmp.ClusterFacts, c: dict[str, Any]) -> float:
+    """`_template_reference` of a measured cluster's members."""
+    return _template_reference(facts.member_family_share.to_numpy(dtype=float), c)
+
+
+def _template_reference(fam: np.ndarray, c: dict[str, Any]) -> float:
     """The members' median share of the cluster's template families; above
     `family_floor` the cluster is template-driven (0 otherwise)."""
-    fam = facts.member_family_share.to_numpy(dtype=float)
     ref = float(np.median(fam)) if len(fam) else 0.0
     return ref if ref > c["family_floor"] else 0.0
 

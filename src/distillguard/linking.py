@@ -413,8 +413,18 @@ def _agglomerate(n_groups: int, similarity: Callable[[], np.ndarray],
 def _positions(groups: pd.DataFrame) -> tuple[np.ndarray, pd.Series]:
     """The groups' labels in order, and each account's position among them."""
     labels = np.sort(groups["cluster"].unique())
-    pos = pd.Series(np.arange(len(labels)), index=labels)
-    return labels, groups.set_index("account_id")["cluster"].map(pos)
+    return labels, pd.Series(_rows(labels, groups["cluster"]), index=groups["account_id"])
+
+
+def _rows(labels: np.ndarray, clusters: pd.Series) -> np.ndarray:
+    """The positions of these cluster labels among the sorted `labels`."""
+    return pd.Series(np.arange(len(labels)), index=labels).reindex(clusters).to_numpy()
+
+
+def _merged(groups: pd.DataFrame, labels: np.ndarray, of: pd.Series,
+            target: np.ndarray) -> pd.DataFrame:
+    """`groups` with each account in the group its own was merged into (`_agglomerate`)."""
+    return groups.assign(cluster=labels[target[of.reindex(groups["account_id"]).to_numpy()]])
 
 
 def merge_groups(groups: pd.DataFrame, edges: pd.DataFrame, min_ratio: float) -> pd.DataFrame:
@@ -442,8 +452,7 @@ def merge_groups(groups: pd.DataFrame, edges: pd.DataFrame, min_ratio: float) ->
         w[:, i] += w[:, j]
         n[i] += n[j]
 
-    target = _agglomerate(len(labels), ratio, absorb, min_ratio)
-    return groups.assign(cluster=labels[target[of.reindex(groups["account_id"]).to_numpy()]])
+    return _merged(groups, labels, of, _agglomerate(len(labels), ratio, absorb, min_ratio))
 
 
 def merge_by_instruments(groups: pd.DataFrame, uses: pd.DataFrame, min_precision: float
@@ -464,7 +473,7 @@ def merge_by_instruments(groups: pd.DataFrame, uses: pd.DataFrame, min_precision
     total = uses.groupby(["kind", "key"])["members"].transform("sum")
     spread = uses.groupby(["kind", "key"])["cluster"].transform("nunique")
     own = uses[(total >= min_precision * uses["users"]) & (spread >= 2)]
-    row = pd.Series(np.arange(len(labels)), index=labels).reindex(own["cluster"]).to_numpy()
+    row = _rows(labels, own["cluster"])
     key = pd.factorize(own["kind"] + "|" + own["key"])[0]
     shares = np.zeros((len(labels), int(key.max()) + 1 if len(key) else 0), dtype=bool)
     shares[row, key] = True
@@ -474,8 +483,8 @@ def merge_by_instruments(groups: pd.DataFrame, uses: pd.DataFrame, min_precision
         together[i] |= together[j]
         together[:, i] = together[i]
 
-    target = _agglomerate(len(labels), lambda: together.astype(float), absorb, 1.0)
-    return groups.assign(cluster=labels[target[of.reindex(groups["account_id"]).to_numpy()]])
+    return _merged(groups, labels, of,
+                   _agglomerate(len(labels), lambda: together.astype(float), absorb, 1.0))
 
 
 def merge_by_families(groups: pd.DataFrame, families: pd.DataFrame, min_overlap: float
@@ -495,8 +504,7 @@ def merge_by_families(groups: pd.DataFrame, families: pd.DataFrame, min_overlap:
         return groups
     labels, of = _positions(groups)
     n = of.value_counts().reindex(np.arange(len(labels))).to_numpy(dtype=float)
-    row = pd.Series(np.arange(len(labels)), index=labels).reindex(
-        families["cluster"]).to_numpy()
+    row = _rows(labels, families["cluster"])
     band, _ = pd.factorize(families["band"])
     users = families["users"].to_numpy(dtype=float)
     in_several = (np.bincount(band) >= 2)[band]  # only those can be in common
@@ -520,8 +528,7 @@ def merge_by_families(groups: pd.DataFrame, families: pd.DataFrame, min_overlap:
         n[i] += n[j]
         inter[i, :] = inter[:, i] = common(i)
 
-    target = _agglomerate(len(labels), overlap, absorb, min_overlap)
-    return groups.assign(cluster=labels[target[of.reindex(groups["account_id"]).to_numpy()]])
+    return _merged(groups, labels, of, _agglomerate(len(labels), overlap, absorb, min_overlap))
 
 
 def components(core: pd.DataFrame, edges: pd.DataFrame, min_size: int) -> pd.DataFrame:
