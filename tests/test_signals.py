@@ -995,10 +995,10 @@ def test_members_of_a_pivoting_campaign_show_the_move_themselves() -> None:
     at = datetime(2026, 3, 10)
     rows = [("m1", "new", 10), ("m2", "new", 9), ("m2", "old", 1), ("stayed", "old", 10),
             ("light", "new", 1), ("u1", "old", 30), ("u2", "new", 3), ("u2", "old", 27)]
-    xs = pd.DataFrame([(a, m, at + timedelta(hours=1 + i % 20))
+    xs = pd.DataFrame([(a, m, at + timedelta(hours=1 + i % 20), hash((a, m, i)))
                        for a, m, n in rows for i in range(n)],
-                      columns=["account_id", "model", "ts"])
-    xs.loc[len(xs)] = ["m1", "old", at - timedelta(hours=2)]  # before the release: ignored
+                      columns=["account_id", "model", "ts", "prompt_hash"])
+    xs.loc[len(xs)] = ["m1", "old", at - timedelta(hours=2), 1]  # before the release: ignored
     session = detect.DuckDBSession(duckdb.connect())
     session.register("xs", xs)
     members = ["m1", "m2", "stayed", "light"]
@@ -1025,6 +1025,31 @@ def test_members_of_a_pivoting_campaign_show_the_move_themselves() -> None:
     # With a supporting behaviour (a harvester's agent calls every request with tools).
     tools = _ev(release_pivot=1.0, unusual_tool_share=1.0)
     assert detect._member_strength(m, facts, tools, c) == [1, 1, 0, 0]
+
+
+def test_a_team_comparing_models_on_its_own_prompts_does_not_pivot() -> None:
+    """In the 24 h after a release, exchanges on the new model count as moved only when
+    their account never sent that prompt to another model (before or after): a nightly
+    evaluation replaying its suite on the new model compares models; a harvester sending
+    new prompts there moves. Prompts with no text (NULL hash) are never a comparison."""
+    at = datetime(2026, 3, 10)
+    suite = [f"case {i}" for i in range(10)]
+    rows = ([("evals", "old", p, at - timedelta(days=1)) for p in suite]  # last night's run
+            + [("evals", "new", p, at + timedelta(hours=2)) for p in suite]
+            + [("evals", "new", "a new case", at + timedelta(hours=3))]
+            + [("harvester", "new", f"task {i}", at + timedelta(hours=1)) for i in range(8)]
+            + [("harvester", "old", "task 0", at + timedelta(hours=30))]  # later, elsewhere
+            + [("no_text", "new", None, at + timedelta(hours=1)) for _ in range(3)]
+            + [("no_text", "old", None, at - timedelta(hours=1))])
+    xs = pd.DataFrame(rows, columns=["account_id", "model", "prompt", "ts"])
+    codes = pd.Series(pd.factorize(xs["prompt"])[0])  # -1: no text
+    xs["prompt_hash"] = codes.where(codes >= 0).astype("Int64")
+    session = detect.DuckDBSession(duckdb.connect())
+    session.register("xs", xs.drop(columns="prompt"))
+    counts = detect._release_counts(session, pd.DataFrame({"model": ["new"], "released_at": [at]}))
+    got = counts.set_index("account_id")[["new", "total"]].to_dict("index")
+    assert got == {"evals": {"new": 1, "total": 11}, "harvester": {"new": 7, "total": 8},
+                   "no_text": {"new": 3, "total": 3}}
 
 
 def test_shared_families_are_the_clusters_own_not_public_ones() -> None:

@@ -159,8 +159,14 @@ class _Pivot:
 
 def _release_counts(session: DuckDBSession, releases: pd.DataFrame) -> pd.DataFrame:
     """(model, account_id, new, total): each account's exchanges in the 24 h after each
-    release, and how many of them went to the released model. One engine pass per
-    release per run; every group measured later is counted from it."""
+    release, and how many of them went to the released model with a prompt the account
+    never sent to another model. One engine pass per release per run; every group
+    measured later is counted from it.
+
+    A team comparing models (a regression suite, a nightly evaluation) sends the new model
+    the prompts it sends the old ones: that is a comparison, not traffic moving. Measured
+    (docs/detection.md, "Comparisons are not a pivot"): 0.90-1.00 of such teams' traffic
+    on a new model in its first day, at most 0.23 of any harvester's."""
     xs = session.table("xs")
     frames = [pd.DataFrame({"model": pd.Series(dtype=str), "account_id": pd.Series(dtype=str),
                             "new": pd.Series(dtype="int64"), "total": pd.Series(dtype="int64")})]
@@ -168,8 +174,13 @@ def _release_counts(session: DuckDBSession, releases: pd.DataFrame) -> pd.DataFr
         start = pd.Timestamp(at)
         win = xs.filter((xs.ts >= start.to_pydatetime()) &
                         (xs.ts < (start + pd.Timedelta(hours=24)).to_pydatetime()))
-        frames.append(session.pandas(win.group_by("account_id").aggregate(
-            new=(win.model == model).cast("int64").sum(), total=win.count())).assign(model=model))
+        elsewhere = xs.filter((xs.model != model) & xs.prompt_hash.notnull()).join(
+            win.select("account_id").distinct(), "account_id", how="semi").select(
+            "account_id", "prompt_hash").distinct().mutate(_compared=ibis.literal(True))
+        w = win.left_join(elsewhere, ["account_id", "prompt_hash"])
+        moved = (w.model == model) & w._compared.isnull()
+        frames.append(session.pandas(w.group_by("account_id").aggregate(
+            new=moved.cast("int64").sum(), total=w.count())).assign(model=model))
     return pd.concat(frames, ignore_index=True)
 
 

@@ -79,8 +79,10 @@ def exchange_features(t: ir.Table, present: set[str], cfg: dict[str, Any],
     else:
         t = text.with_text_columns(t, present)
     epoch = t.ts.epoch_seconds().cast("int64")
-    # A NULL prompt hashes to NULL, as `stable_hash` gives; the join key reads it as "".
-    prompt_hash = (ibis.cases((t.prompt.isnull(), ibis.null("int64")), else_=t._prompt_hash)
+    # A NULL or empty prompt hashes to NULL: no text, nothing to match word for word (the
+    # text join key reads NULL as "").
+    prompt_hash = (ibis.cases((t.prompt.isnull() | (t.prompt == ""), ibis.null("int64")),
+                              else_=t._prompt_hash)
                    if "prompt" in present else stable_hash(t.prompt))
     cols: dict[str, ir.Value] = {
         "exchange_id": t.exchange_id,
