@@ -217,6 +217,43 @@ def test_members_without_the_campaigns_behaviour_are_watched(tmp_path: Path) -> 
         state.close()
 
 
+def test_a_recurring_campaign_confirms_the_members_it_adds(tmp_path: Path) -> None:
+    """Members flagged with a campaign in which `campaign_confirms` members are already
+    confirmed by two runs are acted on at once (a hydra's new heads); with fewer
+    confirmed members, or the rule off, they wait for their own second run, and a
+    bystander is only watched either way."""
+    def run(state: State, cfg: dict[str, Any], hour: int, groups: dict[str, list[str]],
+            idle: tuple[str, ...] = ()) -> None:
+        ids = [a for members in groups.values() for a in members]
+        accounts = pd.DataFrame({
+            "account_id": ids, "score": 0.7, "flagged": True,
+            "campaign_id": [c for c, members in groups.items() for _ in members],
+            "reasons": [[] for _ in ids], "n_exchanges": 10,
+            "extraction_share": [0.0 if a in idle else 0.5 for a in ids]})
+        _store(state, accounts, [_campaign(c, m, extraction_share=0.8)
+                                 for c, m in groups.items()], datetime(2026, 3, 2, hour), cfg)
+
+    def decisions(state: State, cfg: dict[str, Any], ids: list[str]) -> list[str]:
+        return [state_decision(state, a, cfg)["decision"] for a in ids]
+
+    cfg = _cfg()
+    assert cfg["serve"]["confirm_runs"] == 2 and cfg["serve"]["campaign_confirms"] == 3
+    heads, pair = ["acct_h1", "acct_h2", "acct_h3"], ["acct_p1", "acct_p2"]
+    for rule, name in ((cfg, "on"), (_cfg(campaign_confirms=0), "off")):
+        state = State(tmp_path / f"{name}.duckdb")
+        try:
+            run(state, rule, 1, {"cmp-a": heads, "cmp-b": pair})
+            assert decisions(state, rule, heads) == ["watch"] * 3  # one run: a candidate
+            run(state, rule, 2, {"cmp-a2": [*heads, "acct_new", "acct_idle"],
+                                 "cmp-b2": [*pair, "acct_new2"]}, idle=("acct_idle",))
+            assert decisions(state, rule, heads + pair) == ["throttle"] * 5
+            new = "throttle" if name == "on" else "watch"
+            assert decisions(state, rule, ["acct_new", "acct_idle", "acct_new2"]) \
+                == [new, "watch", "watch"]  # only two confirmed in cmp-b2
+        finally:
+            state.close()
+
+
 def state_decision(state: State, account: str, cfg: dict[str, Any]) -> dict[str, Any]:
     return decide_batch(state, [account], [None], [datetime(2026, 3, 2, 3)],
                         cfg["serve"])[account]

@@ -28,6 +28,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pandas as pd
 
@@ -204,11 +205,30 @@ def _store(state: State, accounts: pd.DataFrame, campaigns: list[dict[str, Any]]
                 since = CASE WHEN EXCLUDED.level > enforced.level
                         THEN EXCLUDED.since ELSE enforced.since END,
                 level = greatest(EXCLUDED.level, enforced.level)""")
+        if int(s["campaign_confirms"]) > 0:
+            _confirm_by_campaign(con, int(s["confirm_runs"]), int(s["campaign_confirms"]))
         con.execute("INSERT OR IGNORE INTO indicators SELECT * FROM _inds")
         for name in ("_acc", "_camps", "_inds"):
             con.unregister(name)
         n = int(state.meta_in(con, "n_links", "0")) + 1
         State.set_meta(con, "n_links", n)
+
+
+def _confirm_by_campaign(con: duckdb.DuckDBPyConnection, runs: int, confirms: int) -> None:
+    """Confirm this run's enforceable members of a campaign in which at least `confirms`
+    members are already confirmed (flagged in `runs` runs). Waiting for a second run
+    guards against a cluster that one window made by coincidence; a campaign whose accounts
+    recur run after run is no coincidence, and the heads it adds (each showing its
+    behaviour itself, or it would be a bystander) need not wait for their own second
+    run."""
+    con.execute(f"""
+        WITH cur AS (SELECT a.account_id, a.campaign_id, e.runs_flagged
+                     FROM _acc a JOIN enforced e USING (account_id) WHERE a.enforce),
+        sure AS (SELECT campaign_id FROM cur GROUP BY campaign_id
+                 HAVING count(*) FILTER (WHERE runs_flagged >= {runs}) >= {confirms})
+        UPDATE enforced SET runs_flagged = {runs} FROM cur
+        WHERE enforced.account_id = cur.account_id AND enforced.runs_flagged < {runs}
+          AND cur.campaign_id IN (SELECT campaign_id FROM sure)""")
 
 
 def detect_folder(folder: Path, cfg: dict[str, Any], out: Path | None,
