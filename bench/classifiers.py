@@ -37,6 +37,8 @@ METAMATH = "distill_metamath_augmentation_prompts"
 TOOL_DECLARATION = (r"Available functions \(JSON\)|access to the following functions"
                     r"|^Tools:|\nTools:|You are AutoGPT")
 CUES = ("cot_elicitation", "grading_prompt", "safe_rewrite")
+# Not an extraction cue: what an account's task_share counts (once per template family).
+TASK = "instruction_task"
 
 # The files' `category` (upstream labels where they exist, otherwise a keyword heuristic
 # of the data set's builder) mapped to the contract's capability categories.
@@ -120,7 +122,7 @@ def load(data_dir: Path, per_file: int | None = None, seed: int = 0,
 def measure(con: ibis.BaseBackend) -> Measured:
     """Run the registered classifiers over `exchanges` in the engine; attach labels."""
     t = con.table("exchanges")
-    sig = {n: EXCHANGE_SIGNALS[n].build(t) for n in (*CUES, "capability")}
+    sig = {n: EXCHANGE_SIGNALS[n].build(t) for n in (*CUES, TASK, "capability")}
     df = con.execute(t.select("file", "kind", "category", "prompt", "system_prompt", **sig))
     text = df["prompt"].fillna("") + " " + df["system_prompt"].fillna("")
     df["cot_label"] = text.map(lambda s: COT_REFERENCE.search(s) is not None
@@ -216,9 +218,10 @@ def report(m: Measured) -> str:
               f"false-positive rate on organic prompts is {_fmt(organic_fpr(m, 'safe_rewrite'))}"
               f" and on all prompts {_fmt(float(d['safe_rewrite'].mean()))}."]
     flags = d.assign(any_cue=d[list(CUES)].any(axis=1))
-    per_kind = flags.groupby("kind")[[*CUES, "any_cue"]].mean().reset_index()
+    shown = [*CUES, "any_cue", TASK]
+    per_kind = flags.groupby("kind")[shown].mean().reset_index()
     per_kind.insert(1, "rows", flags.groupby("kind").size().to_numpy())
-    per_file = flags.groupby(["kind", "file"])[[*CUES, "any_cue"]].mean().reset_index()
+    per_file = flags.groupby(["kind", "file"])[shown].mean().reset_index()
     per_file.insert(2, "rows", flags.groupby(["kind", "file"]).size().to_numpy())
     parts += ["## Share of prompts flagged, distillation-style vs organic",
               markdown(per_kind), markdown(per_file)]

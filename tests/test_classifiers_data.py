@@ -25,7 +25,10 @@ PER_FILE = 120
 # Measured on the sample (bench/classifiers.py --per-file 120).
 MEASURED = {"grading_recall": 1.000, "grading_fpr": 0.008, "cot_precision": 0.862,
             "cot_recall": 0.909, "cot_fpr": 0.003, "safe_rewrite_fpr": 0.001,
-            "capability_accuracy": 0.663}
+            "capability_accuracy": 0.663,
+            # instruction_task: the lower of Alpaca-GPT4's and Code Alpaca's share, and
+            # ShareGPT's (real users' first turns)
+            "task_instruction_sets": 0.617, "task_sharegpt": 0.067}
 CAPABILITY_RECALL = {"coding": 0.854, "agentic_tool_use": 0.361, "reasoning_math": 0.638,
                      "grading_reward": 0.976, "safety_sensitive": 0.156, "writing": 0.683,
                      "knowledge_qa": 0.839, "chat_other": 0.673}
@@ -86,6 +89,14 @@ def test_extraction_cues_separate_distillation_from_organic(bench: ModuleType,
     flagged = d[list(bench.CUES)].any(axis=1)
     share = flagged.groupby(d["kind"]).mean()
     assert share["distillation"] > 2 * share["organic"]
+
+
+def test_instruction_tasks_mark_instruction_sets_not_user_prompts(bench: ModuleType,
+                                                                  measured: Any) -> None:
+    share = measured.rows.groupby("file")[bench.TASK].mean()
+    sets = share[["distill_alpaca_gpt4_demo_llamafactory", "distill_code_alpaca"]].min()
+    assert sets >= MEASURED["task_instruction_sets"] - 0.05
+    assert share["organic_sharegpt_first_turns"] <= MEASURED["task_sharegpt"] + 0.02
 
 
 def test_capability_floors(bench: ModuleType, measured: Any) -> None:

@@ -64,7 +64,7 @@ def prompts(*texts: str) -> list[dict[str, Any]]:
 # --- registry ---------------------------------------------------------------------------
 
 TESTED_EXCHANGE_SIGNALS = {"template_id", "cot_elicitation", "grading_prompt", "safe_rewrite",
-                           "capability"}
+                           "instruction_task", "capability"}
 
 
 def test_every_signal_is_described_and_tested() -> None:
@@ -81,7 +81,8 @@ def test_signals_without_their_columns_are_skipped(con: ibis.BaseBackend) -> Non
     plan = SignalPlan()
     x = exchange_features(t, present, CFG, plan)
     needs_prompt = {n for n, s in EXCHANGE_SIGNALS.items() if "prompt" in s.requires}
-    assert needs_prompt == {"template_id", "cot_elicitation", "grading_prompt", "safe_rewrite"}
+    assert needs_prompt == {"template_id", "cot_elicitation", "grading_prompt", "safe_rewrite",
+                            "instruction_task"}
     assert needs_prompt | {"template_family"} <= set(plan.skipped)
     assert all("prompt" in plan.skipped[n] for n in needs_prompt)
     assert "capability" in plan.computed
@@ -89,7 +90,7 @@ def test_signals_without_their_columns_are_skipped(con: ibis.BaseBackend) -> Non
     assert pd.notna(row["cot_elicitation"]) and not row["cot_elicitation"]
     assert row["capability"] == "chat_other"
     account_features(x, present, plan, CFG)
-    assert {"extraction_cues", "template_reuse"} <= set(plan.skipped)
+    assert {"extraction_cues", "template_reuse", "instruction_tasks"} <= set(plan.skipped)
     assert "volume" in plan.computed
 
 
@@ -218,6 +219,22 @@ def test_extraction_cue_reads_the_system_prompt(con: ibis.BaseBackend, name: str
     assert got == [True, False]
 
 
+def test_instruction_task(con: ibis.BaseBackend) -> None:
+    """Self-contained tasks as instruction-tuning sets write them; not questions, not a
+    user's own situation, not lower-case chat, not a question in the first line."""
+    tasks = ["Give three tips for staying healthy.",
+             "Classify the following animals into mammals and fish.\nDolphin, shark, whale",
+             "Write a function that reverses a linked list in Python.",
+             "Summarize the plot of Hamlet in two sentences.",
+             "  Translate the sentence into French: The cat sleeps."]
+    others = ["What is the capital of France?", "Write me a cover letter for my job.",
+              "write a poem about the sea", "Explain why? The sky is blue.",
+              "Can you list three fruits?", "Help us plan our trip to Rome.",
+              "hello there", ""]
+    got = signal_values(con, "instruction_task", prompts(*tasks, *others))
+    assert got == [True] * len(tasks) + [False] * len(others)
+
+
 # --- capability -------------------------------------------------------------------------
 
 CAPABILITY_CASES = [
@@ -264,12 +281,21 @@ def _account_rows() -> list[dict[str, Any]]:
     rows.append({"account_id": "a3", "ts": T0, "prompt": "hello there, nice to meet you",
                  "ip": "8.8.8.8", "asn": 300, "user_agent": "ua", "n_messages": 1,
                  "input_tokens": 5, "output_tokens": 5})
+    for i, prompt in enumerate(["Give three tips for staying healthy in winter.",
+                              "Classify the following animals into mammals and fish: cat.",
+                              "Write a cover letter for my application, please."]):
+        rows.append({"account_id": "a4", "ts": T0 + timedelta(hours=i), "prompt": prompt,
+                     "ip": "8.8.4.4", "asn": 300, "user_agent": "ua", "n_messages": 1,
+                     "input_tokens": 5, "output_tokens": 5})
     return rows
 
 
 ACCOUNT_EXPECTED: dict[str, dict[str, dict[str, float]]] = {
     "volume": {"n_exchanges": {"a1": 4, "a2": 2, "a3": 1},
                "active_days": {"a1": 1, "a2": 2, "a3": 1}},
+    # a1 sends "Solve ... Think step by step." four times: a task, but one template family;
+    # a4 two different tasks and one request about itself.
+    "instruction_tasks": {"task_share": {"a1": 0.0, "a2": 0.0, "a3": 0.0, "a4": 2 / 3}},
     "extraction_cues": {"cot_share": {"a1": 1.0, "a2": 0.0, "a3": 0.0},
                         "grading_share": {"a1": 0.0, "a2": 1.0, "a3": 0.0},
                         "safe_rewrite_share": {"a1": 0.0, "a2": 0.0, "a3": 0.0},

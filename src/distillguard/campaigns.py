@@ -50,6 +50,7 @@ ANOMALY_DIMENSIONS: dict[str, str] = {
     "output_input_ratio": "output tokens harvested per input token",
     "image_share": "share of requests carrying an image",
     "tool_share": "share of requests defining tools",
+    "task_share": "share of instruction tasks sent once (a harvest of instruction items)",
 }
 
 
@@ -75,7 +76,8 @@ def reference_thresholds(features: pd.DataFrame, weights: np.ndarray,
     return out
 
 
-SHARE_DIMENSIONS = ("extraction_share", "thinking_share", "image_share", "tool_share")
+SHARE_DIMENSIONS = ("extraction_share", "thinking_share", "image_share", "tool_share",
+                    "task_share")
 
 
 def wilson_lower(share: np.ndarray, n: np.ndarray, z: float) -> np.ndarray:

@@ -179,13 +179,25 @@ def with_replays(x: ir.Table, present: set[str], cfg: dict[str, Any]) -> ir.Tabl
     return x.mutate(replay=(cue & late).fill_null(False))
 
 
+def with_family_once(x: ir.Table, present: set[str]) -> ir.Table:
+    """`x` with `family_once`: the exchange's template family (its skeleton's opening
+    words) is one the account sends only this once; false without prompt text or when the
+    prompt is too short to have a family."""
+    if "prompt" not in present:
+        return x.mutate(family_once=ibis.literal(False))
+    head = x.bands[0]
+    uses = x.count().over(ibis.window(group_by=[x.account_id, head]))
+    return x.mutate(family_once=(head.notnull() & (uses == 1)).fill_null(False))
+
+
 def account_features(x: ir.Table, present: set[str], plan: SignalPlan,
                      cfg: dict[str, Any]) -> ir.Table:
     """One row per account from every registered account signal that can run (signals
     tagged GAPS aggregate the `gaps` table, the others `x` with its shared stimuli and
     replays marked), columns in registry order."""
     g = gaps(x)
-    x = with_replays(with_shared_stimulus(x, present, cfg), present, cfg)
+    x = with_family_once(with_replays(with_shared_stimulus(x, present, cfg), present, cfg),
+                         present)
     aggs: dict[bool, dict[str, ir.Scalar]] = {False: {}, True: {}}
     order: list[str] = []
     for name, sig in ACCOUNT_SIGNALS.items():

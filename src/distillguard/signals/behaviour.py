@@ -46,6 +46,15 @@ def extraction_cues(x: ir.Table) -> dict[str, ir.Scalar]:
     }
 
 
+@account_signal("instruction_tasks", "Share of the account's exchanges that are instruction "
+                "tasks in a template family the account sends only once: a harvest of "
+                "instruction-tuning items sends each task once, while a product's users and a "
+                "pipeline fill one template (\"Translate the following ...\") again and "
+                "again.", requires=("prompt",))
+def instruction_tasks(x: ir.Table) -> dict[str, ir.Scalar]:
+    return {"task_share": _share(x.instruction_task & x.family_once)}
+
+
 @account_signal("capability_mix", "Share of each capability category; narrow focus on one "
                 "capability is typical of harvesting.")
 def capability_mix(x: ir.Table) -> dict[str, ir.Scalar]:

@@ -93,6 +93,23 @@ SAFE_REWRITE_PATTERN = (
     r"|framing|wording)|without (violating|breaking) (the |any )?(policy|policies|guidelines|rules)"
 )
 
+# A self-contained task in the style of instruction-tuning sets (Alpaca, Code Alpaca,
+# Evol-Instruct, GPTeacher): it opens with a capitalised imperative, its first line asks
+# no question, and it speaks of nobody (no I, me, my, we, our, us). Users mostly ask
+# about their own situation; a harvest of instruction items sends tasks. English only.
+TASK_VERBS = (
+    "Add|Analy[sz]e|Arrange|Assess|Brainstorm|Build|Calculate|Categori[sz]e|Change|Choose"
+    "|Classify|Combine|Compare|Complete|Compose|Compute|Construct|Convert|Correct|Count"
+    "|Create|Critique|Debug|Define|Describe|Design|Detect|Determine|Develop|Discuss|Draft"
+    "|Edit|Elaborate|Estimate|Evaluate|Expand|Explain|Extract|Fill|Find|Fix|Formulate"
+    "|Generate|Give|Group|Identify|Illustrate|Implement|Improve|Insert|Invent|Label|List"
+    "|Make|Match|Modify|Name|Optimi[sz]e|Organi[sz]e|Outline|Paraphrase|Parse|Predict"
+    "|Produce|Propose|Provide|Rank|Rate|Rearrange|Recommend|Refactor|Remove|Replace"
+    "|Restate|Reverse|Rewrite|Reword|Select|Shorten|Simplify|Solve|Sort|Split|Suggest"
+    "|Summari[sz]e|Transform|Translate|Write")
+TASK_PATTERN = rf"^\s*(?:{TASK_VERBS})\b[^\n?]*(?:\n|$)"
+FIRST_PERSON_PATTERN = r"(?i)\b(i|me|my|mine|i'm|i've|i'd|we|our|us)\b"
+
 
 def _text(t: ir.Table) -> ir.StringValue:
     return t.prompt.fill_null("")
@@ -229,6 +246,15 @@ def cot_elicitation(t: ir.Table) -> ir.Value:
                  tags=(TEXT,))
 def grading_prompt(t: ir.Table) -> ir.Value:
     return cue_text(t).re_search(GRADING_PATTERN)
+
+
+@exchange_signal("instruction_task", "A self-contained task in the style of instruction-tuning "
+                 "sets (opens with an imperative, asks no question in its first line, speaks "
+                 "of nobody): what a harvest of instruction items sends.",
+                 requires=("prompt",), default=False, tags=(TEXT,))
+def instruction_task(t: ir.Table) -> ir.Value:
+    head = bounded(_text(t))
+    return head.re_search(TASK_PATTERN) & ~head.re_search(FIRST_PERSON_PATTERN)
 
 
 @exchange_signal("safe_rewrite", "Asks for a 'safe rewrite' of a sensitive request: harvests "
