@@ -282,8 +282,8 @@ def _account_rows() -> list[dict[str, Any]]:
                  "ip": "8.8.8.8", "asn": 300, "user_agent": "ua", "n_messages": 1,
                  "input_tokens": 5, "output_tokens": 5})
     for i, prompt in enumerate(["Give three tips for staying healthy in winter.",
-                              "Classify the following animals into mammals and fish: cat.",
-                              "Write a cover letter for my application, please."]):
+                                "Classify the following animals into mammals and fish: cat.",
+                                "Write a cover letter for my application, please."]):
         rows.append({"account_id": "a4", "ts": T0 + timedelta(hours=i), "prompt": prompt,
                      "ip": "8.8.4.4", "asn": 300, "user_agent": "ua", "n_messages": 1,
                      "input_tokens": 5, "output_tokens": 5})
