@@ -17,7 +17,7 @@ import ibis.expr.types as ir
 
 from distillguard.engine.portable import stable_hash
 from distillguard.signals import behaviour, capability, text  # noqa: F401  (registration)
-from distillguard.signals.registry import ACCOUNT_SIGNALS, EXCHANGE_SIGNALS, GAPS, TEXT
+from distillguard.signals.registry import ACCOUNT_SIGNALS, EXCHANGE_SIGNALS, FAMILIES, GAPS, TEXT
 
 # Optional contract columns whose absence some signal cares about.
 OPTIONAL_DATA_COLUMNS = ("prompt", "system_prompt", "ip", "asn", "model", "tool_names",
@@ -179,39 +179,43 @@ def with_replays(x: ir.Table, present: set[str], cfg: dict[str, Any]) -> ir.Tabl
     return x.mutate(replay=(cue & late).fill_null(False))
 
 
-def with_family_once(x: ir.Table, present: set[str]) -> ir.Table:
-    """`x` with `family_once`: the exchange's template family (its skeleton's opening
-    words) is one the account sends only this once; false without prompt text or when the
-    prompt is too short to have a family."""
-    if "prompt" not in present:
-        return x.mutate(family_once=ibis.literal(False))
-    head = x.bands[0]
-    uses = x.count().over(ibis.window(group_by=[x.account_id, head]))
-    return x.mutate(family_once=(head.notnull() & (uses == 1)).fill_null(False))
+def family_uses(x: ir.Table) -> ir.Table:
+    """(account_id, instruction_task, family_once): per exchange, whether it is an
+    instruction task and whether its template family (its skeleton's opening words) is one
+    the account sends only this once (false when the prompt is too short to have a
+    family), windowed over these columns only."""
+    n = x.select("account_id", "instruction_task", family=x.bands[0])
+    uses = n.count().over(ibis.window(group_by=[n.account_id, n.family]))
+    return n.select("account_id", "instruction_task",
+                    family_once=(n.family.notnull() & (uses == 1)).fill_null(False))
 
 
 def account_features(x: ir.Table, present: set[str], plan: SignalPlan,
                      cfg: dict[str, Any]) -> ir.Table:
     """One row per account from every registered account signal that can run (signals
-    tagged GAPS aggregate the `gaps` table, the others `x` with its shared stimuli and
-    replays marked), columns in registry order."""
-    g = gaps(x)
-    x = with_family_once(with_replays(with_shared_stimulus(x, present, cfg), present, cfg),
-                         present)
-    aggs: dict[bool, dict[str, ir.Scalar]] = {False: {}, True: {}}
+    tagged GAPS aggregate the `gaps` table, those tagged FAMILIES the `family_uses` table,
+    the others `x` with its shared stimuli and replays marked), columns in registry
+    order."""
+    narrow = {GAPS: lambda: gaps(x), FAMILIES: lambda: family_uses(x)}
+    tables: dict[str | None, ir.Table] = {
+        None: with_replays(with_shared_stimulus(x, present, cfg), present, cfg)}
+    aggs: dict[str | None, dict[str, ir.Scalar]] = {None: {}}
     order: list[str] = []
     for name, sig in ACCOUNT_SIGNALS.items():
         if sig.available(present):
-            on_gaps = GAPS in sig.tags
-            built = sig.build(g if on_gaps else x)
-            aggs[on_gaps].update(built)
+            tag = next((t for t in narrow if t in sig.tags), None)
+            if tag not in tables:
+                tables[tag] = narrow[tag]()
+            built = sig.build(tables[tag])
+            aggs.setdefault(tag, {}).update(built)
             order += built
             plan.computed.append(name)
         else:
             plan.skipped[name] = "input has no " + ", ".join(sig.missing(present))
-    out = _per_account(x, aggs[False])
-    if aggs[True]:
-        out = out.join(_per_account(g, aggs[True]), "account_id")
+    out = _per_account(tables[None], aggs[None])
+    for tag, built in aggs.items():
+        if tag is not None:
+            out = out.join(_per_account(tables[tag], built), "account_id")
     return out.select("account_id", *order)
 
 

@@ -11,7 +11,7 @@ import ibis
 import ibis.expr.types as ir
 
 from distillguard.contract import CAPABILITIES
-from distillguard.signals.registry import GAPS, account_signal
+from distillguard.signals.registry import FAMILIES, GAPS, account_signal
 from distillguard.signals.text import any_extraction_cue
 
 
@@ -50,7 +50,7 @@ def extraction_cues(x: ir.Table) -> dict[str, ir.Scalar]:
                 "tasks in a template family the account sends only once: a harvest of "
                 "instruction-tuning items sends each task once, while a product's users and a "
                 "pipeline fill one template (\"Translate the following ...\") again and "
-                "again.", requires=("prompt",))
+                "again.", requires=("prompt",), tags=(FAMILIES,))
 def instruction_tasks(x: ir.Table) -> dict[str, ir.Scalar]:
     return {"task_share": _share(x.instruction_task & x.family_once)}
 

@@ -40,6 +40,10 @@ TEXT = "text"  # tag: a function of the prompt and the system prompt only
 # full per-exchange one: the seconds since the account's previous exchange need a window
 # sorted by account and time, which is far cheaper over two columns than over the row.
 GAPS = "gaps"
+# Tag of account signals that read the narrow (account_id, instruction_task, family_once)
+# table: whether the account sends an exchange's template family only once needs a count
+# per account and family, again far cheaper over a few columns than over the row.
+FAMILIES = "families"
 ACCOUNT_SIGNALS: dict[str, Signal] = {}
 
 
@@ -64,7 +68,8 @@ def account_signal(name: str, description: str, requires: tuple[str, ...] = (),
                    tags: tuple[str, ...] = ()) -> Callable[
         [Callable[[ir.Table], dict[str, ir.Scalar]]], Callable[[ir.Table], dict[str, ir.Scalar]]]:
     """Register a per-account signal: `fn(per_exchange) -> {column: aggregation}` (tagged
-    `GAPS`: over the account_id, ts, gap_s table)."""
+    `GAPS`: over the account_id, ts, gap_s table; `FAMILIES`: over the account_id,
+    instruction_task, family_once table)."""
 
     def deco(fn: Callable[[ir.Table], dict[str, ir.Scalar]]) -> Callable[
             [ir.Table], dict[str, ir.Scalar]]:
