@@ -68,7 +68,7 @@ COT_PATTERN = (
     r"|추론 과정|사고 과정"
 )
 GRADING_PATTERN = (
-    r"(?i)\brubric\b|\b(score|rate|grade|evaluate|judge|assess)\b (the|this|each|following|a|an"
+    r"(?i)\b(score|rate|grade|evaluate|judge|assess)\b (the|this|each|following|a|an"
     r"|both|these|their)? ?(following )?(ai |assistant'?s? |model'?s? |candidate )?(response|answer"
     r"|output|completion|reply|replies|responses|answers|submission|essay|summary|quality)"
     r"|on a scale (of|from) \d|\[\[rating\]\]|\[\[[ab]\]\]|which (response|answer|assistant|output)"
@@ -85,6 +85,12 @@ GRADING_PATTERN = (
     r"|оцени\w* (ответ|по шкале)|哪个回答更好|哪个答案更好|哪一个更好|评分|打分"
     r"|どちらの回答|採点|評価してください"
 )
+# A rubric is a grading request when what it grades is a model's output: reward-model
+# data is grades of responses. Quality teams grade their own people's calls, tickets
+# and essays against rubrics too.
+RUBRIC_PATTERN = r"(?i)\brubric\b"
+GRADED_OUTPUT_PATTERN = (r"(?i)\b(responses?|answers?|outputs?|completions?|assistant'?s?"
+                         r"|model'?s?|ai|chatbot|candidates?|generations?)\b")
 SAFE_REWRITE_PATTERN = (
     r"(?i)(rewrite|rephrase|reword|reformulate|paraphrase|transform|turn|convert|sanitize)\b"
     r"[^.]{0,80}\b(safe|safer|harmless|non-harmful|appropriate|policy[- ]compliant|benign"
@@ -245,7 +251,9 @@ def cot_elicitation(t: ir.Table) -> ir.Value:
                  "responses against criteria.", requires=("prompt",), default=False,
                  tags=(TEXT,))
 def grading_prompt(t: ir.Table) -> ir.Value:
-    return cue_text(t).re_search(GRADING_PATTERN)
+    s = cue_text(t)
+    return s.re_search(GRADING_PATTERN) | (s.re_search(RUBRIC_PATTERN)
+                                           & s.re_search(GRADED_OUTPUT_PATTERN))
 
 
 @exchange_signal("instruction_task", "A self-contained task in the style of instruction-tuning "
