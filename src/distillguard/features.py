@@ -196,16 +196,15 @@ def account_features(x: ir.Table, present: set[str], plan: SignalPlan,
     tagged GAPS aggregate the `gaps` table, those tagged FAMILIES the `family_uses` table,
     the others `x` with its shared stimuli and replays marked), columns in registry
     order."""
-    narrow = {GAPS: lambda: gaps(x), FAMILIES: lambda: family_uses(x)}
+    # Expressions only: a table no registered signal reads is never run.
     tables: dict[str | None, ir.Table] = {
-        None: with_replays(with_shared_stimulus(x, present, cfg), present, cfg)}
+        None: with_replays(with_shared_stimulus(x, present, cfg), present, cfg),
+        GAPS: gaps(x), FAMILIES: family_uses(x)}
     aggs: dict[str | None, dict[str, ir.Scalar]] = {None: {}}
     order: list[str] = []
     for name, sig in ACCOUNT_SIGNALS.items():
         if sig.available(present):
-            tag = next((t for t in narrow if t in sig.tags), None)
-            if tag not in tables:
-                tables[tag] = narrow[tag]()
+            tag = next((t for t in (GAPS, FAMILIES) if t in sig.tags), None)
             built = sig.build(tables[tag])
             aggs.setdefault(tag, {}).update(built)
             order += built
