@@ -783,6 +783,28 @@ def test_content_coordination_supports_only_extraction_behaviour() -> None:
     assert min(extraction, infra_thinking, moving) >= threshold
 
 
+def test_request_shape_of_a_few_members_is_no_campaign() -> None:
+    """An organisation's analysts share its networks and card, and the few who think on
+    most requests put a quarter of its traffic above the reference: request shape set by
+    some members' habits, not a campaign. Most of its traffic thinking is; a quarter of
+    it sending extraction prompts is too."""
+    m = pd.DataFrame({"account_id": [f"a{i}" for i in range(8)], "n_exchanges": 100,
+                      "exchanges_per_active_day": 10.0})
+
+    def score(dim: str, frac: float) -> float:
+        facts = campaigns.ClusterFacts(
+            cluster=0, members=m, family_share=0.0,
+            member_family_share=pd.Series(0.0, index=m["account_id"]),
+            synchrony=timing.Synchrony(0, 0, 0, 0), infra_kinds={"payment": 28},
+            vocabulary_pairs=0, pivot=None, benign_volume_p99=80.0,
+            anomalies={dim: frac}, thresholds={dim: 0.4})
+        return campaigns.score(campaigns.evidence(facts, CFG), CFG)[0]
+    threshold = CFG["campaigns"]["score_threshold"]
+    assert score("thinking_share", 0.25) < threshold
+    assert score("thinking_share", 0.6) >= threshold
+    assert score("extraction_share", 0.25) >= threshold
+
+
 def test_content_coordination_needs_most_template_fillers_extracting() -> None:
     """A notes app's users fill its templates, and those using its "explain step by step"
     command send extraction prompts: content links with half of the fillers' traffic from

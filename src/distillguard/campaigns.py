@@ -210,6 +210,14 @@ def behaviour_of(evidence_name: str) -> str | None:
     return None
 
 
+def anomaly_floor(dim: str, c: dict[str, Any]) -> float:
+    """The share of a cluster's traffic from members above the reference below which a
+    behaviour is not evidence: higher for request shape, which a team's settings give to
+    part of its members (`shape_behaviours`)."""
+    return float(c["shape_anomaly_floor"] if dim in c["shape_behaviours"]
+                 else c["anomaly_floor"])
+
+
 def _ramp(x: float, floor: float, full: float) -> float:
     """0 at or below `floor`, 1 at or above `full`, linear between."""
     return min(1.0, max(0.0, (x - floor) / (full - floor)))
@@ -247,14 +255,13 @@ def evidence(f: ClusterFacts, cfg: dict[str, Any]) -> list[Evidence]:
         f"{f.family_share:.0%} of member prompts fall in near-duplicate template families "
         f"used by several members",
         min(1.0, f.family_share / c["family_full"])))
-    floor, full = c["anomaly_floor"], c["anomaly_full"]
     for dim, frac in sorted(f.anomalies.items(), key=lambda kv: -kv[1]):
         out.append(Evidence(
             f"unusual_{dim}", frac,
             f"{frac:.0%} of the cluster's traffic comes from members above the "
             f"{c['reference_quantile']:.0%} quantile ({f.thresholds[dim]:.3g}) of independent "
             f"accounts in {ANOMALY_DIMENSIONS[dim]}",
-            _ramp(frac, floor, full), f.thresholds[dim]))
+            _ramp(frac, anomaly_floor(dim, c), c["anomaly_full"]), f.thresholds[dim]))
     for dim, frac in sorted(f.filler_anomalies.items()):
         out.append(Evidence(
             f"fillers_{dim}", frac,

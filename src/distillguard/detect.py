@@ -586,7 +586,7 @@ def _attach(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContext,
         ids = sorted(groups.loc[groups["cluster"] == cl, "account_id"])
         thresholds = ctx.candidate_thresholds(ids, list(rows["account_id"]))
         unusual = [d for d, v in _anomalies(ctx.feats.loc[ids].reset_index(), thresholds,
-                                            c).items() if v > c["anomaly_floor"]]
+                                            c).items() if v > cmp.anomaly_floor(d, c)]
         cands = ctx.feats.loc[rows["account_id"]].reset_index()  # in the order of rows
         linked = rows["linked"].to_numpy(dtype=bool)
         infra = linked & (rows["infra"].to_numpy() > 0)

@@ -107,9 +107,10 @@ def campaign_behaviours(campaign: dict[str, Any], cfg: dict[str, Any]) -> set[st
         name, value = sig["name"], float(sig["value"])
         if name == "release_pivot" and value >= float(c["pivot_min_share"]):
             return None
-        if (name.startswith("unusual_") and value > float(c["anomaly_floor"])
-                and name[len("unusual_"):] not in c.get("supporting_behaviours", ())):
-            dims.add(name[len("unusual_"):])
+        dim = name[len("unusual_"):]
+        if (name.startswith("unusual_") and value > cmp.anomaly_floor(dim, c)
+                and dim not in c.get("supporting_behaviours", ())):
+            dims.add(dim)
     return dims or None
 
 
