@@ -154,6 +154,23 @@ def test_report_with_no_campaign(tmp_path: Path) -> None:
     assert types == {"marking-definition", "identity", "attack-pattern"}
 
 
+def test_report_lists_organisation_use(tmp_path: Path) -> None:
+    """A campaign-like group of one declared organisation's seats is not flagged; the
+    report shows it, so a reader sees it was set aside on purpose, not missed."""
+    run = build_run_dir(tmp_path / "run", optional=False)
+    meta = json.loads((run / "run.json").read_text("utf-8"))
+    meta["organisation_use"] = [{"org_id": "org-claims", "score": 0.99,
+                                 "account_ids": ["a1", "a2", "a3"],
+                                 "signals": [{"name": "unusual_extraction_share", "value": 1.0,
+                                              "detail": ""}]}]
+    (run / "run.json").write_text(json.dumps(meta))
+    html = write_all(run)["report"].read_text("utf-8")
+    row = re.search(r'<table id="organisation-table">.*?</table>', html, re.S)
+    assert row and "org-claims" in row.group(0) and "unusual_extraction_share" in row.group(0)
+    plain = write_all(build_run_dir(tmp_path / "plain", optional=False))["report"]
+    assert "organisation-table" not in plain.read_text("utf-8")
+
+
 # --- indicators.stix.json ---------------------------------------------------------------------
 
 

@@ -1127,3 +1127,28 @@ def test_combined_edges_add_weights_and_merge_kinds() -> None:
     assert both["weight"].tolist() == [1.25, 0.5]
     assert linking.kind_lists(both["kinds"]).to_pylist() == [["ip", "vocabulary"], ["payment"]]
     assert linking.has_kind(both["kinds"], "vocabulary").tolist() == [True, False]
+
+
+def test_one_organisation_in_the_open_is_not_a_campaign() -> None:
+    """Forty seats of one declared organisation grading claims against a rubric are one
+    customer, reported for review and not flagged; a reseller's organisation holds its
+    customers' accounts, and a group spread over several organisations hides behind them:
+    both stay campaigns."""
+    ids = {"open": [f"o{i}" for i in range(10)], "resold": [f"r{i}" for i in range(10)],
+           "spread": [f"s{i}" for i in range(10)]}
+    feats = pd.DataFrame({
+        "org_id": ["org-a"] * 10 + ["org-r"] * 10 + [f"org-{i}" for i in range(10)],
+        "verification_path": ["enterprise"] * 10 + ["reseller"] * 10 + ["startup"] * 10},
+        index=[a for v in ids.values() for a in v])
+    rows = pd.DataFrame({"score": 0.9, "flagged": True, "campaign_id": "c",
+                         "reasons": [["unusual_extraction_share:1"]] * 30}, index=feats.index)
+    ev = [campaigns.Evidence("unusual_extraction_share", 1.0, "", 1.0)]
+    found = [{"campaign_id": k, "score": 0.9, "account_ids": v, "_evidence": ev}
+             for k, v in ids.items()]
+    kept, orgs = detect._organisation_use(found, feats, rows, CFG["campaigns"])
+    assert [k["campaign_id"] for k in kept] == ["resold", "spread"]
+    assert [(o["org_id"], o["account_ids"]) for o in orgs] == [("org-a", ids["open"])]
+    assert not rows.loc[ids["open"], "flagged"].any()
+    assert rows.loc[ids["resold"] + ids["spread"], "flagged"].all()
+    assert rows.at["o0", "reasons"][0] == "organisation_use:org-a"
+    assert rows.loc[ids["open"], "campaign_id"].isna().all()

@@ -379,6 +379,10 @@ def _print_detection(result: dict, out: Path) -> None:
     if result["permitted"]:
         console.print(f"permitted distillation (allowlisted, never flagged): "
                       f"{len(result['permitted'])} account(s)")
+    for org in result["organisations"]:
+        console.print(f"organisation use (one customer in the open, not flagged; run.json): "
+                      f"{org['org_id']}, {len(org['account_ids'])} account(s), score "
+                      f"{org['score']:.2f}")
     ingest = result["ingest"]
     console.print(f"exchanges read {ingest.tables['exchanges'].rows_read:,}, quarantined "
                   f"{ingest.rows_quarantined:,}; outputs in {out}")

@@ -44,6 +44,7 @@ class Detection:
     releases: pd.DataFrame
     plan: SignalPlan
     permitted: list[dict[str, Any]]
+    organisations: list[dict[str, Any]]  # campaign-like use by one declared organisation
 
 
 def present_columns(session: DuckDBSession, table: str, candidates: tuple[str, ...]) -> set[str]:
@@ -220,7 +221,8 @@ def _member_pivot(pv: _Pivot, ids: list[str], c: dict[str, Any]) -> pd.Series:
 
 
 def _account_context(session: DuckDBSession, account_cols: set[str]) -> pd.DataFrame:
-    cols = [c for c in ("verification_path", "created_at", "allowlisted") if c in account_cols]
+    cols = [c for c in ("verification_path", "created_at", "allowlisted", "org_id")
+            if c in account_cols]
     if not cols:
         return pd.DataFrame({"account_id": pd.Series(dtype=str)})
     a = session.table("accounts")
@@ -431,6 +433,7 @@ def run(session: DuckDBSession, ingest: IngestReport, cfg: dict[str, Any],
     if "prompt" in present:
         groups = _attach(session, groups, ctx, cfg, acct_rows, allowlisted)
     campaigns_out = _final_campaigns(session, groups, floor, ctx, cfg, acct_rows)
+    campaigns_out, organisations = _organisation_use(campaigns_out, ctx.feats, acct_rows, c)
     timeline = pd.DataFrame(columns=["campaign_id", "hour", "model", "n"])
     templates = pd.DataFrame(columns=["campaign_id", "template_id", "n_exchanges", "n_accounts",
                                       "example"])
@@ -439,7 +442,7 @@ def run(session: DuckDBSession, ingest: IngestReport, cfg: dict[str, Any],
                   "score": float(acct_rows.at[a, "score"])} for a in sorted(allowlisted)]
     acct_df = acct_rows.reset_index()
     return Detection(acct_df, campaigns_out, feats, edges, timeline, templates, releases, plan,
-                     permitted)
+                     permitted, organisations)
 
 
 def _weights(feats: pd.DataFrame, membership: pd.DataFrame, allowlisted: set[str]
@@ -695,6 +698,39 @@ def _final_campaigns(session: DuckDBSession, groups: pd.DataFrame, floor: pd.Ser
         out.append({"campaign_id": cid, "score": round(sc, 6), "account_ids": keep,
                     "_evidence": ev})
     return sorted(out, key=lambda x: x["campaign_id"])
+
+
+def _organisation_use(campaigns: list[dict[str, Any]], feats: pd.DataFrame,
+                      acct_rows: pd.DataFrame, c: dict[str, Any]
+                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Split off the campaigns whose members are seats of one declared organisation
+    (at least `organisation_min_share` of them on one `org_id`, none on the reseller
+    path): one customer in the open, not an operator hidden behind many accounts. Whether
+    it may train on outputs is a question for its contract (the allowlist), so its
+    accounts are not flagged; they keep their score, carry the reason
+    `organisation_use:ORG`, and the group is reported with its evidence for review. A
+    reseller's organisation holds its customers' accounts, so it stays a campaign."""
+    if "org_id" not in feats.columns:
+        return campaigns, []
+    kept, orgs = [], []
+    for cmp_ in campaigns:
+        ids = cmp_["account_ids"]
+        org = feats["org_id"].reindex(ids)
+        top = org.value_counts(dropna=True)
+        path = (feats["verification_path"].reindex(ids) if "verification_path" in feats
+                else pd.Series(dtype=object))
+        if (top.empty or top.iloc[0] < float(c["organisation_min_share"]) * len(ids)
+                or (path == "reseller").any()):
+            kept.append(cmp_)
+            continue
+        name = str(top.index[0])
+        acct_rows.loc[ids, ["flagged", "campaign_id"]] = [False, None]
+        acct_rows.loc[ids, "reasons"] = pd.Series(
+            [[f"organisation_use:{name}", *r] for r in acct_rows.loc[ids, "reasons"]],
+            index=ids, dtype=object)
+        orgs.append({"org_id": name, "score": cmp_["score"], "account_ids": ids,
+                     "signals": [e.as_dict() for e in cmp_["_evidence"] if e.strength > 0]})
+    return kept, orgs
 
 
 def _shows(m: pd.DataFrame, facts: cmp.ClusterFacts, ev: list[cmp.Evidence],

@@ -47,4 +47,5 @@ def detect_and_write(session: Any, ingest: Any, exchanges: list[Any], out: Path,
     paths = run_dir.write(out, det, ingest, inputs, cfg, engine=engine)
     return {"paths": paths, "campaigns": det.campaigns, "ingest": ingest,
             "flagged": int(det.accounts["flagged"].sum()), "accounts": len(det.accounts),
-            "skipped": det.plan.skipped, "permitted": det.permitted}
+            "skipped": det.plan.skipped, "permitted": det.permitted,
+            "organisations": det.organisations}

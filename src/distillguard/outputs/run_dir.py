@@ -165,6 +165,7 @@ def write(out: Path, det: Detection, ingest: IngestReport, inputs: dict[str, lis
                    "quarantined": ingest.rows_quarantined, "accounts": len(acc),
                    "flagged": int(acc["flagged"].sum()), "campaigns": len(ordered)},
         "permitted_distillation": det.permitted,
+        "organisation_use": det.organisations,
         "config": cfg,
     }
     (out / "run.json").write_text(json.dumps(run, indent=2, default=str) + "\n")
