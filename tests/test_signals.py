@@ -1152,3 +1152,6 @@ def test_one_organisation_in_the_open_is_not_a_campaign() -> None:
     assert rows.loc[ids["resold"] + ids["spread"], "flagged"].all()
     assert rows.at["o0", "reasons"][0] == "organisation_use:org-a"
     assert rows.loc[ids["open"], "campaign_id"].isna().all()
+    blank = feats.assign(org_id=[""] * 20 + [" "] * 10, verification_path="standard")
+    again, none = detect._organisation_use(found, blank, rows, CFG["campaigns"])
+    assert len(again) == 3 and none == []

@@ -715,8 +715,8 @@ def _organisation_use(campaigns: list[dict[str, Any]], feats: pd.DataFrame,
     kept, orgs = [], []
     for cmp_ in campaigns:
         ids = cmp_["account_ids"]
-        org = feats["org_id"].reindex(ids)
-        top = org.value_counts(dropna=True)
+        org = feats["org_id"].reindex(ids).astype("string").str.strip()
+        top = org[org != ""].value_counts(dropna=True)  # a blank org_id declares nothing
         path = (feats["verification_path"].reindex(ids) if "verification_path" in feats
                 else pd.Series(dtype=object))
         if (top.empty or top.iloc[0] < float(c["organisation_min_share"]) * len(ids)
