@@ -12,6 +12,7 @@ import itertools
 import random
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import duckdb
@@ -1155,3 +1156,53 @@ def test_one_organisation_in_the_open_is_not_a_campaign() -> None:
     blank = feats.assign(org_id=[""] * 20 + [" "] * 10, verification_path="standard")
     again, none = detect._organisation_use(found, blank, rows, CFG["campaigns"])
     assert len(again) == 3 and none == []
+
+
+def test_a_piece_split_off_an_accepted_group_brings_only_its_own_score(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Leiden separates a product's beta testers from the operator they were clustered
+    with (a few shared keys): the operator's piece, the main one, keeps the group's score;
+    the testers' piece is measured on its own, the way its group was, and brings that
+    score; a group that was not split keeps its own."""
+    op, users, other = ([f"{p}{i}" for i in range(n)] for p, n in (("op", 10), ("u", 6),
+                                                                     ("b", 4)))
+    accepted = [detect.Accepted(sorted(op + users), 0.9, None),
+                detect.Accepted(other, 0.8, ("extraction_share",))]
+    split = pd.DataFrame({"account_id": sorted(op + users) + other,
+                          "cluster": [0 if a in op else 1 for a in sorted(op + users)] + [2] * 4})
+    parent = pd.Series([0] * 16 + [1] * 4)
+    measured = []
+
+    def own(session: Any, part: pd.DataFrame, ctx: Any, cfg: dict[str, Any],
+            behaviours: tuple[str, ...] | None) -> list[tuple[Any, list[Any], float]]:
+        measured.append((sorted(part["account_id"]), behaviours))
+        return [(SimpleNamespace(cluster=c), [], 0.3) for c in sorted(set(part["cluster"]))]
+
+    monkeypatch.setattr(detect, "_scored", own)
+    floors = detect._split_off_scores(None, split, parent, accepted, None, CFG)  # type: ignore[arg-type]
+    assert measured == [(users, None)]
+    assert dict(zip(split["account_id"], floors, strict=True)) == (
+        dict.fromkeys(op, 0.9) | dict.fromkeys(users, 0.3) | dict.fromkeys(other, 0.8))
+
+
+def test_a_group_below_the_threshold_is_no_campaign(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A final group whose own evidence and floor stay below the threshold (pieces split
+    off, no campaign alone) is not reported and its accounts are not flagged."""
+    ids = {0: ["a0", "a1", "a2"], 1: ["t0", "t1", "t2"]}
+    facts = {k: SimpleNamespace(members=pd.DataFrame({"account_id": v}),
+                                member_family_share=pd.Series(0.0, index=v), cluster=k)
+             for k, v in ids.items()}
+    monkeypatch.setattr(detect, "_gather_facts", lambda *_: facts)
+    monkeypatch.setattr(detect.cmp, "evidence", lambda f, cfg: [campaigns.Evidence(
+        "unusual_extraction_share", float(f.cluster), "", 1.0)])
+    monkeypatch.setattr(detect.cmp, "score", lambda e, cfg: ((0.9, 1, 1) if e[0].value == 0
+                                                             else (0.3, 1, 0.1)))
+    rows = pd.DataFrame({"score": 0.7, "flagged": True, "campaign_id": None,
+                         "reasons": [[]] * 6}, index=ids[0] + ids[1])
+    ctx = SimpleNamespace(feats=pd.DataFrame({"extraction_share": 0.5}, index=rows.index))
+    out = detect._final_campaigns(None, pd.DataFrame(), pd.Series({0: 0.6, 1: 0.4}),  # type: ignore[arg-type]
+                                  ctx, CFG, rows)
+    assert [c["account_ids"] for c in out] == [ids[0]]
+    assert rows.loc[ids[0], "flagged"].all() and not rows.loc[ids[1], "flagged"].any()
+    assert rows.loc[ids[1], "score"].tolist() == [0.4] * 3  # its floor: above its own 0.3
+    assert rows.loc[ids[1], "campaign_id"].isna().all()

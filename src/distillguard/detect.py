@@ -229,6 +229,16 @@ def _account_context(session: DuckDBSession, account_cols: set[str]) -> pd.DataF
     return session.pandas(a.select("account_id", *cols))
 
 
+@dataclass(frozen=True)
+class Accepted:
+    """A group a campaign pass accepted: its members, its score, and the behaviours that
+    pass counted (None: all, the release pivot included)."""
+
+    ids: list[str]
+    score: float
+    behaviours: tuple[str, ...] | None
+
+
 @dataclass
 class _FactContext:
     """What fact gathering needs besides the group membership."""
@@ -461,8 +471,8 @@ def _weights(feats: pd.DataFrame, membership: pd.DataFrame, allowlisted: set[str
 def _campaign_pass(session: DuckDBSession, membership: pd.DataFrame, ctx: _FactContext,
                    cfg: dict[str, Any], acct_rows: pd.DataFrame, allowlisted: set[str],
                    behaviours: tuple[str, ...] | None = None, link_kind: str | None = None
-                   ) -> list[tuple[list[str], float]]:
-    """Clusters -> accepted groups (members, score); marks them flagged in `acct_rows`.
+                   ) -> list[Accepted]:
+    """Clusters -> accepted groups; marks them flagged in `acct_rows`.
 
     Phase 1: the clusters' unusual behaviours pick each cluster's core, the members that
     carry them (a reseller's customers or a shared network's bystanders drop out). Phase
@@ -472,17 +482,6 @@ def _campaign_pass(session: DuckDBSession, membership: pd.DataFrame, ctx: _FactC
     members linked to their cluster by that kind of link can be core."""
     c = cfg["campaigns"]
     min_n = int(c["min_accounts"])
-
-    def scored(groups: pd.DataFrame) -> list[tuple[cmp.ClusterFacts, list[cmp.Evidence], float]]:
-        out = []
-        for _, facts in _gather_facts(session, groups, ctx, cfg).items():
-            ev = cmp.evidence(facts, cfg)
-            if behaviours is not None:
-                ev = [e for e in ev if e.name != "release_pivot" and cmp.behaviour_of(
-                    e.name) in (None, *behaviours)]
-            out.append((facts, ev, cmp.score(ev, cfg)[0]))
-        return out
-
     clusters = membership[membership.groupby("cluster")["account_id"].transform("size") >= min_n]
     if behaviours is not None:
         # Without the release pivot, behaviour comes only from members above the reference:
@@ -493,7 +492,7 @@ def _campaign_pass(session: DuckDBSession, membership: pd.DataFrame, ctx: _FactC
                 tuple(b for b in behaviours if b not in c["supporting_behaviours"]), c)])]
     eligible = _linked_by(clusters, ctx.edges, link_kind) if link_kind else None
     cores = []
-    for facts, ev, sc in scored(clusters):
+    for facts, ev, sc in _scored(session, clusters, ctx, cfg, behaviours):
         strength = _member_strength(facts.members, facts, ev, c, confirm=link_kind is not None)
         ids = facts.members["account_id"].to_numpy()
         acct_rows.loc[ids, "score"] = np.maximum(acct_rows.loc[ids, "score"].to_numpy(),
@@ -506,14 +505,29 @@ def _campaign_pass(session: DuckDBSession, membership: pd.DataFrame, ctx: _FactC
     groups = linking.components(pd.DataFrame(cores, columns=["cluster", "account_id"]),
                                 ctx.edges, min_n)
     accepted = []
-    for facts, ev, sc in scored(groups):
+    for facts, ev, sc in _scored(session, groups, ctx, cfg, behaviours):
         if sc >= c["score_threshold"]:
             ids = sorted(set(facts.members["account_id"]) - _bystanders(facts, ev, c))
             if len(ids) < min_n:
                 continue
             acct_rows.loc[ids, "flagged"] = True
-            accepted.append((ids, sc))
+            accepted.append(Accepted(ids, sc, behaviours))
     return accepted
+
+
+def _scored(session: DuckDBSession, groups: pd.DataFrame, ctx: _FactContext,
+            cfg: dict[str, Any], behaviours: tuple[str, ...] | None
+            ) -> list[tuple[cmp.ClusterFacts, list[cmp.Evidence], float]]:
+    """Each group's facts, evidence and score; with `behaviours`, only those behaviours
+    (and no release pivot) count, as in the vocabulary pass."""
+    out = []
+    for _, facts in _gather_facts(session, groups, ctx, cfg).items():
+        ev = cmp.evidence(facts, cfg)
+        if behaviours is not None:
+            ev = [e for e in ev if e.name != "release_pivot" and cmp.behaviour_of(
+                e.name) in (None, *behaviours)]
+        out.append((facts, ev, cmp.score(ev, cfg)[0]))
+    return out
 
 
 def _can_stand_out(ctx: _FactContext, ids: list[str], behaviours: tuple[str, ...],
@@ -626,19 +640,21 @@ def _links_into(edges: pd.DataFrame, groups: pd.DataFrame, accounts: set[str]
         linked=("other", "size"), infra=("infra", "sum")).reset_index()
 
 
-def _final_groups(session: DuckDBSession, accepted: list[tuple[list[str], float]],
-                  ctx: _FactContext, cfg: dict[str, Any]) -> tuple[pd.DataFrame, pd.Series]:
+def _final_groups(session: DuckDBSession, accepted: list[Accepted], ctx: _FactContext,
+                  cfg: dict[str, Any]) -> tuple[pd.DataFrame, pd.Series]:
     """The campaign groups (account_id, cluster) and each one's score floor. The accepted
     groups are first split where Leiden, run on the links among all flagged accounts,
     separates their members (a cluster can hold two operators that share a few
-    templates), then pieces linked to each other about as densely as inside themselves
-    are merged (one operator found in pieces, by several clusters or by both passes, is
-    one campaign), and so are pieces that use the same characteristic template families
-    (one operator behind separate infrastructure per piece); the floor is the best score
-    merged into it."""
+    templates, or an operator and a product's users). Then pieces linked to each other
+    about as densely as inside themselves are merged (one operator found in pieces, by
+    several clusters or by both passes, is one campaign), and so are pieces that use the
+    same characteristic template families (one operator behind separate infrastructure
+    per piece). The floor is the best score merged into a group: an accepted group's
+    score goes with its main piece (most of its members); a piece split off brings only
+    its own score, measured as its group was (`_split_off_scores`)."""
     if not accepted:
         return pd.DataFrame(columns=["account_id", "cluster"]), pd.Series(dtype=float)
-    pieces = pd.DataFrame([(a, k) for k, (ids, _) in enumerate(accepted) for a in ids],
+    pieces = pd.DataFrame([(a, k) for k, g in enumerate(accepted) for a in g.ids],
                           columns=["account_id", "cluster"])
     e = ctx.edges
     among = e[e["src"].isin(pieces["account_id"]) & e["dst"].isin(pieces["account_id"])]
@@ -646,6 +662,7 @@ def _final_groups(session: DuckDBSession, accepted: list[tuple[list[str], float]
         "cluster"]).fillna(-1).astype("int64")
     split = pieces.assign(cluster=pd.factorize(pieces["cluster"] * (int(comm.max()) + 2)
                                                + comm + 1, sort=True)[0])
+    floors = _split_off_scores(session, split, pieces["cluster"], accepted, ctx, cfg)
     groups = linking.merge_groups(split, e, float(cfg["campaigns"]["merge_min_ratio"]))
     if "prompt" in ctx.present:
         groups = linking.merge_by_families(
@@ -654,9 +671,31 @@ def _final_groups(session: DuckDBSession, accepted: list[tuple[list[str], float]
     groups = linking.merge_by_instruments(
         groups, _instrument_uses(session, groups, cfg["campaigns"]["merge_instrument_kinds"]),
         float(cfg["campaigns"]["indicator_min_precision"]))
-    floor = pd.Series([accepted[k][1] for k in pieces["cluster"]]).groupby(
-        groups["cluster"].to_numpy()).max()
+    floor = floors.groupby(groups["cluster"].to_numpy()).max()
     return groups, floor
+
+
+def _split_off_scores(session: DuckDBSession, split: pd.DataFrame, parent: pd.Series,
+                      accepted: list[Accepted], ctx: _FactContext, cfg: dict[str, Any]
+                      ) -> pd.Series:
+    """Per row of `split` (account_id, cluster: its piece; `parent`: the accepted group it
+    came from), the score its piece brings: the accepted group's for the group's main
+    piece (the one holding most of its members, the first of equals), the piece's own
+    for a piece split off. What Leiden separates from an operator's accounts may be a
+    product's users linked to them by a few shared keys; they are a campaign only on
+    their own evidence (or merged back into the operator's)."""
+    sizes = split.groupby([parent.to_numpy(), "cluster"]).size().rename("n").reset_index()
+    sizes.columns = ["parent", "cluster", "n"]
+    main = sizes.sort_values(["parent", "n", "cluster"], ascending=[True, False, True]
+                             ).drop_duplicates("parent").set_index("parent")["cluster"]
+    off = (split["cluster"] != parent.map(main)).to_numpy()
+    floors = pd.Series([accepted[k].score for k in parent], index=split.index, dtype=float)
+    for k in sorted(set(parent[off])):
+        part = split[off & (parent == k).to_numpy()]
+        own = {f.cluster: sc for f, _, sc in _scored(session, part, ctx, cfg,
+                                                      accepted[k].behaviours)}
+        floors[part.index] = part["cluster"].map(own).fillna(0.0).to_numpy()
+    return floors
 
 
 def _instrument_uses(session: DuckDBSession, groups: pd.DataFrame, kinds: list[str]
@@ -675,12 +714,17 @@ def _final_campaigns(session: DuckDBSession, groups: pd.DataFrame, floor: pd.Ser
                      ctx: _FactContext, cfg: dict[str, Any], acct_rows: pd.DataFrame
                      ) -> list[dict[str, Any]]:
     """The campaigns as reported: evidence measured again on each final group; its score
-    is at least its floor."""
+    is at least its floor. A group below the threshold (pieces split off an accepted
+    group that are no campaign on their own) is dropped and its accounts unflagged."""
     out: list[dict[str, Any]] = []
     for cl, facts in _gather_facts(session, groups, ctx, cfg).items():
         ev = cmp.evidence(facts, cfg)
         sc = max(cmp.score(ev, cfg)[0], float(floor[cl]))
         keep = sorted(facts.members["account_id"])
+        if sc < float(cfg["campaigns"]["score_threshold"]):
+            acct_rows.loc[keep, "flagged"] = False
+            acct_rows.loc[keep, "score"] = np.minimum(acct_rows.loc[keep, "score"], round(sc, 6))
+            continue
         cid = cmp.campaign_id(keep)
         reasons = [f"{x.name}:{x.value:.3g}" for x in ev if x.strength > 0]
         # Whole columns at once: cell by cell, the campaigns' members cost seconds per
