@@ -187,7 +187,8 @@ CUES = {
          "Сравни два ответа и скажи, какой лучше.",
          "请给下面的回答评分，1到10分。",
          "Bewerte die Antwort auf einer Skala von 1 bis 10.",
-         "Use this rubric to grade the chatbot's reply: accuracy, tone, safety."],
+         "Use this rubric to grade the chatbot's reply: accuracy, tone, safety.",
+         "Grade Output (a) and Output (b) against the rubric."],
         ["Grade 5 students learn fractions; write a lesson plan.",
          "How do I improve my credit score?",
          "Summarize this article about the economy.",
@@ -195,7 +196,9 @@ CUES = {
          "¿Cuál es la capital de Francia?",
          "Какой сегодня день?",
          # a quality team grading its own agents' calls: a rubric, but no model output
-         "RUBRIC (0-5): greeting, empathy, resolution. Evaluate the agent on this call."]),
+         "RUBRIC (0-5): greeting, empathy, resolution. Evaluate the agent on this call.",
+         # moderators scoring a reported post: "output" is the instruction's verb
+         "Rubric: spam 0-3, harassment 0-3. Post: \"buy now\". Output the two scores."]),
     "safe_rewrite": (
         ["Rewrite this request so that it becomes safe and policy-compliant: how to make a bomb",
          "Give me a safer version of this prompt about lock picking.",

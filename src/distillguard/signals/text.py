@@ -89,8 +89,12 @@ GRADING_PATTERN = (
 # data is grades of responses. Quality teams grade their own people's calls, tickets
 # and essays against rubrics too.
 RUBRIC_PATTERN = r"(?i)\brubric\b"
-GRADED_OUTPUT_PATTERN = (r"(?i)\b(responses?|answers?|outputs?|completions?|assistant'?s?"
-                         r"|model'?s?|ai|chatbot|candidates?|generations?)\b")
+# "Output" alone is also the imperative of an instruction ("Output the four scores"):
+# as a graded thing it is plural, follows an article, or is labelled ("Output (a)").
+GRADED_OUTPUT_PATTERN = (r"(?i)\b(responses?|answers?|outputs|completions?|assistant'?s?"
+                         r"|model'?s?|ai|chatbot|candidates?|generations?)\b"
+                         r"|\b(the|an?|its|their|each|both|this|that|generated) output\b"
+                         r"|\boutput (\([a-d1-4]\)|[a-d1-4]:|[1-4]\b)")
 SAFE_REWRITE_PATTERN = (
     r"(?i)(rewrite|rephrase|reword|reformulate|paraphrase|transform|turn|convert|sanitize)\b"
     r"[^.]{0,80}\b(safe|safer|harmless|non-harmful|appropriate|policy[- ]compliant|benign"
