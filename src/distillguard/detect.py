@@ -690,10 +690,11 @@ def _split_off_scores(session: DuckDBSession, split: pd.DataFrame, parent: pd.Se
                              ).drop_duplicates("parent").set_index("parent")["cluster"]
     off = (split["cluster"] != parent.map(main)).to_numpy()
     floors = pd.Series([accepted[k].score for k in parent], index=split.index, dtype=float)
-    for k in sorted(set(parent[off])):
-        part = split[off & (parent == k).to_numpy()]
-        own = {f.cluster: sc for f, _, sc in _scored(session, part, ctx, cfg,
-                                                      accepted[k].behaviours)}
+    # One measurement per pass (all pieces split off its groups at once), not per group.
+    passes = [accepted[k].behaviours for k in parent]
+    for b in dict.fromkeys(p for p, o in zip(passes, off, strict=True) if o):
+        part = split[off & np.array([p == b for p in passes])]
+        own = {f.cluster: sc for f, _, sc in _scored(session, part, ctx, cfg, b)}
         floors[part.index] = part["cluster"].map(own).fillna(0.0).to_numpy()
     return floors
 
